@@ -1,0 +1,100 @@
+"""dicomframes: stream the frames of huge multi-frame DICOM files, one at a time.
+
+>>> import dicomframes
+>>> with dicomframes.open("cine.dcm") as reader:      # doctest: +SKIP
+...     for frame in reader:
+...         ...
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, BinaryIO, Iterable, Iterator
+
+import numpy as np
+
+from .errors import (
+    DecodeError,
+    DicomFramesError,
+    FrameIndexError,
+    InvalidFileError,
+    MissingDecoderError,
+    NotDicomError,
+    StorageError,
+    TruncatedFileError,
+    UnsupportedTransferSyntaxError,
+)
+from .fetcher import FetchPolicy
+from .reader import ImageInfo, Reader
+from .sources import BytesSource, FileObjectSource, LocalFileSource, Source
+
+__version__ = "0.1.0"
+
+
+def _source_for(src: Any, storage_options: dict[str, Any]) -> Source:
+    if isinstance(src, Source):
+        return src
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        return BytesSource(src)
+    if hasattr(src, "read") and hasattr(src, "seek"):
+        return FileObjectSource(src)
+    if isinstance(src, tuple) and len(src) == 2:
+        from .remote import FsspecSource
+
+        return FsspecSource(src[1], fs=src[0], **storage_options)
+    if isinstance(src, (str, os.PathLike)):
+        text = os.fspath(src)
+        if "://" in text and not text.startswith("file://"):
+            from .remote import FsspecSource
+
+            return FsspecSource(text, **storage_options)
+        if text.startswith("file://"):
+            text = text[len("file://") :]
+        return LocalFileSource(text)
+    raise TypeError(f"cannot open {type(src).__name__}: give a path, URL, (filesystem, path) or binary file object")
+
+
+def open(
+    src: str | os.PathLike | BinaryIO | Any,
+    *,
+    as_rgb: bool = True,
+    decoder: str | None = None,
+    **storage_options: Any,
+) -> Reader:
+    """Open a DICOM file for frame-by-frame reading.
+
+    Parameters
+    ----------
+    src : str, os.PathLike, binary file object, or (fsspec filesystem, path)
+        A local path, any fsspec URL (``s3://``, ``gs://``, ``https://`` ...), an
+        open binary file, or a ``(filesystem, path)`` pair.
+    as_rgb : bool
+        Convert YCbCr frames to RGB, as pydicom does by default.
+    decoder : str, optional
+        The decoder backend to use (``"pylibjpeg"``); default: the first installed.
+    **storage_options
+        Passed to fsspec for URLs (e.g. ``anon=True``).
+
+    Returns
+    -------
+    Reader
+    """
+    return Reader(_source_for(src, storage_options), as_rgb=as_rgb, decoder=decoder)
+
+
+def iter_frames(
+    src: str | os.PathLike | BinaryIO | Any,
+    indices: Iterable[int] | None = None,
+    **options: Any,
+) -> Iterator[np.ndarray]:
+    """Yield frames of `src` (all, or those in `indices`), closing the file at the end."""
+    with open(src, **options) as reader:
+        yield from reader.iter_frames(indices)
+
+
+__all__ = [
+    "open", "iter_frames", "Reader", "ImageInfo", "FetchPolicy",
+    "DicomFramesError", "NotDicomError", "TruncatedFileError", "InvalidFileError",
+    "FrameIndexError", "UnsupportedTransferSyntaxError", "MissingDecoderError",
+    "DecodeError", "StorageError",
+]

@@ -1,0 +1,56 @@
+"""The contract between the reader and a decoder backend."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class FrameContext:
+    """What a backend may need to know about the frame it decodes."""
+
+    rows: int
+    columns: int
+    samples_per_pixel: int
+    bits_allocated: int
+    bits_stored: int
+    pixel_representation: int
+    photometric_interpretation: str
+    planar_configuration: int
+
+
+@dataclass
+class Decoded:
+    """A decoded frame as the codec returned it, and how it differs from the header."""
+
+    data: bytes | bytearray | memoryview | np.ndarray
+    bits_allocated: int | None = None
+    planar_configuration: int | None = None
+    photometric_interpretation: str | None = None
+    #: set when `data` is already an array of the final shape and dtype
+    is_array: bool = False
+
+
+@dataclass
+class Backend:
+    """One way of decoding a family of codecs."""
+
+    name: str
+    codecs: frozenset[str]
+    #: pip packages it needs (named in errors)
+    packages: tuple[str, ...]
+    #: importable modules that must all be present
+    modules: tuple[str, ...]
+    decode: Callable[[bytes, FrameContext, Any], Decoded]
+    #: True where the backend releases the GIL (threads decode in parallel)
+    releases_gil: bool = False
+    _available: bool | None = field(default=None, repr=False)
+
+    def available(self) -> bool:
+        if self._available is None:
+            self._available = all(importlib.util.find_spec(m) is not None for m in self.modules)
+        return self._available

@@ -1,0 +1,71 @@
+"""Reading the few parameters a frame's own codestream declares.
+
+Used to match pydicom's handling (precision, signedness, colour space hints)
+and to refuse a codestream whose dimensions disagree with the header before a
+decoder allocates for it.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+_SOF = {bytes([0xFF, m]) for m in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, 0xF7)}
+_APP = {bytes([0xFF, m]) for m in range(0xE0, 0xF0)}
+
+
+def jpeg_parameters(src: bytes) -> dict[str, Any]:
+    """Parameters of a JPEG or JPEG-LS codestream; {} if it cannot be parsed."""
+    info: dict[str, Any] = {}
+    try:
+        if src[:2] != b"\xff\xd8":
+            return info
+        offset = 2
+        app = {}
+        limit = min(len(src), 1 << 20)
+        while (marker := src[offset : offset + 2]) not in _SOF:
+            if offset >= limit or marker[:1] != b"\xff":
+                return {}
+            length = struct.unpack(">H", src[offset + 2 : offset + 4])[0]
+            if marker in _APP:
+                app[marker] = src[offset + 4 : offset + 2 + length]
+            offset += length + 2
+        if app:
+            info["app"] = app
+        offset += 2
+        info["precision"] = src[offset + 2]
+        info["height"], info["width"] = struct.unpack(">HH", src[offset + 3 : offset + 7])
+        info["components"] = src[offset + 7]
+        info["component_ids"] = [src[offset + 8 + 3 * k] for k in range(info["components"])]
+        info["jpegls"] = marker == b"\xff\xf7"
+    except (IndexError, struct.error):
+        return {}
+    return info
+
+
+def j2k_parameters(src: bytes) -> dict[str, Any]:
+    """Parameters of a JPEG 2000 codestream's SIZ segment; {} if not found."""
+    try:
+        start = 0
+        if src[:4] != b"\xff\x4f\xff\x51":
+            # A JP2 file: find the codestream box ('jp2c').
+            start = src.find(b"jp2c", 0, 4096)
+            if start < 0:
+                return {}
+            start += 4
+            if src[start : start + 4] != b"\xff\x4f\xff\x51":
+                return {}
+        siz = start + 4
+        # Lsiz(2) Rsiz(2) Xsiz(4) Ysiz(4) XOsiz(4) YOsiz(4) XTsiz YTsiz XTOsiz YTOsiz Csiz(2) then Ssiz...
+        xsiz, ysiz, xo, yo = struct.unpack(">IIII", src[siz + 4 : siz + 20])
+        csiz = struct.unpack(">H", src[siz + 36 : siz + 38])[0]
+        ssiz = src[siz + 38]
+        return {
+            "width": xsiz - xo,
+            "height": ysiz - yo,
+            "components": csiz,
+            "precision": (ssiz & 0x7F) + 1,
+            "is_signed": bool(ssiz & 0x80),
+        }
+    except (IndexError, struct.error):
+        return {}

@@ -1,0 +1,317 @@
+"""The lazy header parser.
+
+Walks data elements from the start of the file to the top-level Pixel Data
+element reading only tag, VR and length, keeps the values of the few
+attributes that matter, and seeks past everything else (private blobs, icon
+images, functional group sequences). Nested sequences of undefined length are
+walked item by item without keeping anything.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .cursor import Cursor
+from .errors import InvalidFileError, NotDicomError, TruncatedFileError, UnsupportedTransferSyntaxError
+from .inflate import InflatedSource
+from .sources import Source
+from .syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, SYNTAXES, TransferSyntax, lookup
+
+UNDEFINED = 0xFFFFFFFF
+ITEM = 0xFFFEE000
+ITEM_DELIMITER = 0xFFFEE00D
+SEQUENCE_DELIMITER = 0xFFFEE0DD
+PIXEL_DATA = 0x7FE00010
+FLOAT_PIXEL_DATA = 0x7FE00008
+DOUBLE_PIXEL_DATA = 0x7FE00009
+EXTENDED_OFFSET_TABLE = 0x7FE00001
+EXTENDED_OFFSET_TABLE_LENGTHS = 0x7FE00002
+PIXEL_TAGS = {PIXEL_DATA: "PixelData", FLOAT_PIXEL_DATA: "FloatPixelData", DOUBLE_PIXEL_DATA: "DoubleFloatPixelData"}
+
+# VRs whose explicit length field is 4 bytes (after 2 reserved bytes).
+_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT", b"SV", b"UV"}
+_MAX_DEPTH = 64
+_MAX_SMALL_VALUE = 1 << 16  # the attributes we keep are short strings and numbers
+
+# Top-level attributes we keep: tag -> (keyword, VR used when the file is implicit VR).
+WANTED: dict[int, tuple[str, str]] = {
+    0x00080016: ("SOPClassUID", "UI"),
+    0x00080018: ("SOPInstanceUID", "UI"),
+    0x00080060: ("Modality", "CS"),
+    0x00080008: ("ImageType", "CS"),
+    0x0020000D: ("StudyInstanceUID", "UI"),
+    0x0020000E: ("SeriesInstanceUID", "UI"),
+    0x00200013: ("InstanceNumber", "IS"),
+    0x00209161: ("ConcatenationUID", "UI"),
+    0x00209162: ("InConcatenationNumber", "US"),
+    0x00209228: ("ConcatenationFrameOffsetNumber", "UL"),
+    0x00209311: ("DimensionOrganizationType", "CS"),
+    0x00280002: ("SamplesPerPixel", "US"),
+    0x00280004: ("PhotometricInterpretation", "CS"),
+    0x00280006: ("PlanarConfiguration", "US"),
+    0x00280008: ("NumberOfFrames", "IS"),
+    0x00280010: ("Rows", "US"),
+    0x00280011: ("Columns", "US"),
+    0x00280100: ("BitsAllocated", "US"),
+    0x00280101: ("BitsStored", "US"),
+    0x00280102: ("HighBit", "US"),
+    0x00280103: ("PixelRepresentation", "US"),
+    0x00480006: ("TotalPixelMatrixColumns", "UL"),
+    0x00480007: ("TotalPixelMatrixRows", "UL"),
+    0x00480003: ("NumberOfFocalPlanes", "UL"),
+    0x00480302: ("NumberOfOpticalPaths", "UL"),
+    0x00480303: ("TotalPixelMatrixFocalPlanes", "UL"),
+    EXTENDED_OFFSET_TABLE: ("ExtendedOffsetTable", "OV"),
+    EXTENDED_OFFSET_TABLE_LENGTHS: ("ExtendedOffsetTableLengths", "OV"),
+}
+_META_WANTED = {0x00020002: "MediaStorageSOPClassUID", 0x00020003: "MediaStorageSOPInstanceUID", 0x00020010: "TransferSyntaxUID"}
+
+
+@dataclass
+class Header:
+    """What dicomframes keeps of a file's header: small and picklable."""
+
+    name: str
+    transfer_syntax: TransferSyntax
+    #: where the data set starts in the raw file (the deflated stream, if deflated)
+    dataset_offset: int
+    #: keyword -> value of the attributes in `WANTED` (and the file meta ones)
+    values: dict[str, Any] = field(default_factory=dict)
+    pixel_keyword: str = "PixelData"
+    pixel_vr: str = "OW"
+    #: offset of the Pixel Data value (in the inflated stream, if deflated)
+    pixel_offset: int = 0
+    #: the value length, or None for undefined length (encapsulated)
+    pixel_length: int | None = None
+    extended_offsets: np.ndarray | None = None
+    extended_lengths: np.ndarray | None = None
+
+    def get(self, keyword: str, default: Any = None) -> Any:
+        return self.values.get(keyword, default)
+
+
+def _decode_value(raw: bytes, vr: str, little: bool) -> Any:
+    e = "<" if little else ">"
+    if vr in ("US", "SS", "UL", "SL", "FL", "FD", "OV"):
+        code = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "FL": "f", "FD": "d", "OV": "Q"}[vr]
+        if vr == "OV":
+            return np.frombuffer(raw, dtype=e + "u8").astype(np.uint64)
+        size = struct.calcsize(code)
+        vals = [v[0] for v in struct.iter_unpack(e + code, raw[: len(raw) // size * size])]
+        return vals[0] if len(vals) == 1 else (vals or None)
+    text = raw.decode("latin-1").strip("\x00 ")
+    if vr == "IS":
+        try:
+            return int(float(text.split("\\")[0])) if text else None
+        except ValueError:
+            return None
+    if vr == "CS" and "\\" in text:
+        return [t.strip() for t in text.split("\\")]
+    return text
+
+
+class _Parser:
+    def __init__(self, source: Source, ts: TransferSyntax, offset: int, block: int) -> None:
+        self.source = source
+        self.ts = ts
+        self.cur = Cursor(source, offset, block)
+        self.little = ts.little_endian
+        self.explicit = ts.explicit_vr
+
+    def error(self, cls, message: str, offset: int | None = None):
+        return cls(message, path=self.source.name, offset=self.cur.pos if offset is None else offset)
+
+    def element_header(self, explicit: bool, little: bool) -> tuple[int, bytes | None, int]:
+        start = self.cur.pos
+        h = self.cur.read(8, "an element header")
+        group, elem = struct.unpack("<HH" if little else ">HH", h[:4])
+        tag = group << 16 | elem
+        if group == 0xFFFE or not explicit:
+            return tag, None, struct.unpack("<I" if little else ">I", h[4:])[0]
+        vr = h[4:6]
+        if vr in _LONG_VRS:
+            length = struct.unpack("<I" if little else ">I", self.cur.read(4, "an element header"))[0]
+            return tag, vr, length
+        if not (65 <= vr[0] <= 90 and 65 <= vr[1] <= 90):
+            raise self.error(InvalidFileError, f"element ({group:04X},{elem:04X}) has no valid VR ({vr!r})", start)
+        return tag, vr, struct.unpack("<H" if little else ">H", h[6:])[0]
+
+    def skip_value(self, length: int, tag: int) -> None:
+        end = self.cur.pos + length
+        size = self.source.size
+        if size is not None and end > size:
+            raise self.error(
+                TruncatedFileError,
+                f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) declares {length} bytes but the file ends at {size}",
+            )
+        self.cur.skip(length)
+
+    def skip_sequence(self, depth: int, explicit: bool, little: bool) -> None:
+        """Skip the items of an undefined-length sequence, up to its delimiter."""
+        if depth > _MAX_DEPTH:
+            raise self.error(InvalidFileError, f"sequences nested deeper than {_MAX_DEPTH} levels")
+        while True:
+            start = self.cur.pos
+            tag, _, length = self.element_header(False, little)
+            if tag == SEQUENCE_DELIMITER:
+                return
+            if tag != ITEM:
+                raise self.error(InvalidFileError, f"expected an item tag in a sequence, found ({tag >> 16:04X},{tag & 0xFFFF:04X})", start)
+            if length == UNDEFINED:
+                self.skip_item(depth + 1, explicit, little)
+            else:
+                self.skip_value(length, tag)
+
+    def skip_item(self, depth: int, explicit: bool, little: bool) -> None:
+        """Skip the elements of an undefined-length item, up to its delimiter."""
+        while True:
+            tag, vr, length = self.element_header(explicit, little)
+            if tag == ITEM_DELIMITER:
+                return
+            if length == UNDEFINED:
+                self.skip_undefined(tag, vr, depth, explicit, little)
+            else:
+                self.skip_value(length, tag)
+
+    def skip_undefined(self, tag: int, vr: bytes | None, depth: int, explicit: bool, little: bool) -> None:
+        if vr == b"UN":
+            # An undefined-length UN is a sequence encoded as implicit VR LE (PS3.5 6.2.2).
+            self.skip_sequence(depth + 1, False, True)
+        elif vr in (None, b"SQ", b"OB", b"OW"):
+            # Sequences, and encapsulated pixel data (e.g. of an icon image),
+            # are both items up to a sequence delimiter.
+            self.skip_sequence(depth + 1, explicit, little)
+        else:
+            raise self.error(InvalidFileError, f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) with VR {vr!r} has undefined length")
+
+    def parse_dataset(self, header: Header) -> None:
+        cur = self.cur
+        while True:
+            if cur.at_end():
+                raise self.error(NotDicomError, "the data set has no Pixel Data element")
+            start = cur.pos
+            tag, vr, length = self.element_header(self.explicit, self.little)
+            if tag in PIXEL_TAGS:
+                header.pixel_keyword = PIXEL_TAGS[tag]
+                header.pixel_vr = vr.decode() if vr else ("OB" if length == UNDEFINED else "OW")
+                header.pixel_offset = cur.pos
+                header.pixel_length = None if length == UNDEFINED else length
+                return
+            if tag >> 16 == 0xFFFE:
+                raise self.error(InvalidFileError, f"unexpected item or delimiter tag at the top level", start)
+            if length == UNDEFINED:
+                self.skip_undefined(tag, vr, 1, self.explicit, self.little)
+                continue
+            want = WANTED.get(tag)
+            if want is None:
+                self.skip_value(length, tag)
+                continue
+            keyword, implicit_vr = want
+            vr_text = vr.decode() if vr else implicit_vr
+            if vr_text == "UN" or (vr is not None and vr_text != implicit_vr and keyword.startswith("ExtendedOffset")):
+                vr_text = implicit_vr
+            if keyword.startswith("ExtendedOffset"):
+                frames = header.values.get("NumberOfFrames") or 1
+                if length != 8 * frames:
+                    raise self.error(
+                        InvalidFileError,
+                        f"{keyword} holds {length} bytes but Number of Frames {frames} needs {8 * frames}",
+                        start,
+                    )
+            elif length > _MAX_SMALL_VALUE:
+                self.skip_value(length, tag)  # not a value we can use; don't allocate for it
+                continue
+            raw = cur.read(length, keyword)
+            header.values[keyword] = _decode_value(raw, vr_text, self.little)
+
+
+def _guess_syntax(head: bytes) -> TransferSyntax:
+    """The encoding of a data set that has no file meta information."""
+    if len(head) < 8:
+        raise NotDicomError("too short to be a DICOM data set")
+    group_le = struct.unpack("<H", head[:2])[0]
+    group_be = struct.unpack(">H", head[:2])[0]
+    vr = head[4:6]
+    explicit = 65 <= vr[0] <= 90 and 65 <= vr[1] <= 90
+    if group_be < group_le and group_be in (0x0008, 0x0002):
+        return SYNTAXES["1.2.840.10008.1.2.2"]
+    return EXPLICIT_VR_LITTLE_ENDIAN if explicit else IMPLICIT_VR_LITTLE_ENDIAN
+
+
+def parse_header(source: Source, first_read: int = 64 * 1024) -> tuple[Header, Source]:
+    """Parse `source` up to its Pixel Data element.
+
+    Returns the header and the source that holds the data set (the source
+    itself, or an `InflatedSource` for deflated files).
+    """
+    head = source.read(0, first_read)
+    name = source.name
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        meta_offset = 132
+    elif head[:4] == b"DICM":
+        meta_offset = 4
+    else:
+        meta_offset = 0
+    meta: dict[str, Any] = {}
+    cur = Cursor(source, meta_offset, first_read)
+    cur._buf, cur._buf_start = head[meta_offset:], meta_offset
+    parser = _Parser(source, EXPLICIT_VR_LITTLE_ENDIAN, meta_offset, first_read)
+    parser.cur = cur
+    # File meta information: group 0002, always explicit VR little endian.
+    while True:
+        peek = cur.peek(8)
+        if len(peek) < 8 or struct.unpack("<H", peek[:2])[0] != 0x0002:
+            break
+        tag, vr, length = parser.element_header(True, True)
+        if length == UNDEFINED or length > _MAX_SMALL_VALUE:
+            raise parser.error(InvalidFileError, f"file meta element ({tag >> 16:04X},{tag & 0xFFFF:04X}) has an invalid length {length}")
+        raw = cur.read(length, "the file meta information")
+        if tag in _META_WANTED:
+            meta[_META_WANTED[tag]] = _decode_value(raw, "UI", True)
+    dataset_offset = cur.pos
+    uid = meta.get("TransferSyntaxUID")
+    if uid:
+        ts = lookup(uid)
+        if ts is None:
+            raise UnsupportedTransferSyntaxError(
+                f"transfer syntax {uid} is not one dicomframes can read",
+                path=name, hint="supported: " + ", ".join(sorted(SYNTAXES)),
+            )
+    else:
+        if meta_offset == 0 and dataset_offset == 0 and len(head) >= 8:
+            g = struct.unpack("<H", head[:2])[0]
+            if g not in (0x0008, 0x0800) and not (0x0002 <= g <= 0x0028):
+                raise NotDicomError("no DICM prefix, file meta information or data set found", path=name, offset=0)
+        try:
+            ts = _guess_syntax(cur.peek(8))
+        except NotDicomError as exc:
+            raise NotDicomError(exc.message, path=name, offset=dataset_offset) from None
+
+    header = Header(name=name, transfer_syntax=ts, dataset_offset=dataset_offset)
+    header.values.update(meta)
+    data_source: Source = source
+    if ts.deflated:
+        data_source = InflatedSource(source, dataset_offset)
+        parser = _Parser(data_source, ts, 0, first_read)
+    else:
+        parser = _Parser(source, ts, dataset_offset, first_read)
+        parser.cur._buf, parser.cur._buf_start = cur._buf, cur._buf_start
+    try:
+        parser.parse_dataset(header)
+    except struct.error as exc:  # pragma: no cover - guarded by exact reads
+        raise InvalidFileError(str(exc), path=name) from exc
+    _finish(header, parser)
+    return header, data_source
+
+
+def _finish(header: Header, parser: _Parser) -> None:
+    v = header.values
+    eot = v.pop("ExtendedOffsetTable", None)
+    eotl = v.pop("ExtendedOffsetTableLengths", None)
+    if eot is not None and eotl is not None and header.pixel_length is None:
+        header.extended_offsets = eot
+        header.extended_lengths = eotl

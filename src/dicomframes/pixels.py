@@ -1,0 +1,264 @@
+"""Pixels: raw frame bytes or a codec's output -> the array users get.
+
+The one place that reproduces ``pydicom.pixels.pixel_array``: dtype from Bits
+Allocated and Pixel Representation, unused-bit and sign corrections, planar
+configuration, YBR_FULL_422 expansion and YBR -> RGB conversion. Arrays come
+back writeable and in native byte order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .codecs import Decoded, FrameContext
+from .codestream import j2k_parameters, jpeg_parameters
+from .errors import DecodeError, InvalidFileError
+from .frame_index import FrameSpan
+from .header import Header
+from .syntaxes import TransferSyntax
+
+_YBR = ("YBR_FULL", "YBR_FULL_422")
+_YBR_TO_RGB = np.asarray(
+    [
+        [1.000, 1.000, 1.000],
+        [0.000, -0.114 * 1.772 / 0.587, 1.772],
+        [1.402, -0.299 * 1.402 / 0.587, 0.000],
+    ],
+    dtype=np.float32,
+)
+
+
+def ybr_full_to_rgb(arr: np.ndarray) -> np.ndarray:
+    """YCbCr (full range) -> RGB, with the same float32 arithmetic as pydicom."""
+    out = arr.astype(np.float32)
+    out -= [0, 128, 128]
+    np.matmul(out, _YBR_TO_RGB, out=out)
+    out += 0.5
+    np.floor(out, out=out)
+    np.clip(out, 0, 255, out=out)
+    return out.astype(arr.dtype)
+
+
+def _dtype(bits_allocated: int, pixel_representation: int) -> np.dtype:
+    if bits_allocated == 1:
+        return np.dtype("u1")
+    if bits_allocated <= 0 or bits_allocated % 8 or bits_allocated > 64:
+        raise ValueError(f"Bits Allocated {bits_allocated} has no NumPy dtype")
+    return np.dtype(f"{'ui'[pixel_representation]}{bits_allocated // 8}")
+
+
+@dataclass(frozen=True)
+class PixelFormat:
+    """The image pixel description of a file, and how to finish its frames."""
+
+    name: str
+    ts: TransferSyntax
+    rows: int
+    columns: int
+    samples_per_pixel: int
+    bits_allocated: int
+    bits_stored: int
+    pixel_representation: int
+    photometric_interpretation: str
+    planar_configuration: int
+    keyword: str
+    vr: str
+
+    @classmethod
+    def from_header(cls, header: Header) -> "PixelFormat":
+        v = header.values
+        name = header.name
+
+        def need(key: str) -> int:
+            value = v.get(key)
+            if not isinstance(value, int):
+                raise InvalidFileError(f"the image has no valid {key} ({value!r})", path=name)
+            return value
+
+        rows, columns = need("Rows"), need("Columns")
+        ba = need("BitsAllocated") if header.pixel_keyword == "PixelData" else {"FloatPixelData": 32, "DoubleFloatPixelData": 64}[header.pixel_keyword]
+        spp = v.get("SamplesPerPixel") or 1
+        bs = v.get("BitsStored") or ba
+        pr = v.get("PixelRepresentation") or 0
+        if rows <= 0 or columns <= 0 or spp not in (1, 3, 4) or pr not in (0, 1):
+            raise InvalidFileError(f"unusable image description: {rows}x{columns}, {spp} samples, Pixel Representation {pr}", path=name)
+        if ba != 1 and (ba % 8 or ba > 64) or bs > ba:
+            raise InvalidFileError(f"unusable Bits Allocated {ba} / Bits Stored {bs}", path=name)
+        pi = v.get("PhotometricInterpretation") or ("MONOCHROME2" if spp == 1 else "RGB")
+        if isinstance(pi, list):
+            pi = pi[0]
+        return cls(
+            name=name, ts=header.transfer_syntax, rows=rows, columns=columns,
+            samples_per_pixel=spp, bits_allocated=ba, bits_stored=bs, pixel_representation=pr,
+            photometric_interpretation=pi, planar_configuration=v.get("PlanarConfiguration") or 0,
+            keyword=header.pixel_keyword, vr=header.pixel_vr,
+        )
+
+    # -- sizes ---------------------------------------------------------------------
+    @property
+    def pixels_per_frame(self) -> int:
+        return self.rows * self.columns * self.samples_per_pixel
+
+    @property
+    def native_frame_bits(self) -> int:
+        """Bits of one native frame as stored (YBR_FULL_422 is subsampled)."""
+        bits = self.pixels_per_frame * self.bits_allocated
+        if self.photometric_interpretation == "YBR_FULL_422" and self.bits_allocated != 1:
+            bits = bits // 8 // 3 * 2 * 8
+        return bits
+
+    @property
+    def dtype(self) -> np.dtype:
+        if self.keyword == "FloatPixelData":
+            return np.dtype("float32")
+        if self.keyword == "DoubleFloatPixelData":
+            return np.dtype("float64")
+        return _dtype(self.bits_allocated, self.pixel_representation)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        if self.samples_per_pixel == 1:
+            return (self.rows, self.columns)
+        return (self.rows, self.columns, self.samples_per_pixel)
+
+    @property
+    def be_swap_ow(self) -> bool:
+        return (
+            not self.ts.little_endian and self.bits_allocated == 8
+            and self.keyword == "PixelData" and self.vr == "OW"
+        )
+
+    def context(self) -> FrameContext:
+        return FrameContext(
+            self.rows, self.columns, self.samples_per_pixel, self.bits_allocated, self.bits_stored,
+            self.pixel_representation, self.photometric_interpretation, self.planar_configuration,
+        )
+
+    # -- native --------------------------------------------------------------------
+    def from_native(self, data: bytes, span: FrameSpan, as_rgb: bool = True) -> np.ndarray:
+        dtype = self.dtype
+        stored_bytes = -(-self.native_frame_bits // 8)
+        if self.be_swap_ow:
+            if len(data) % 2:
+                data = data + b"\x00"
+            arr = np.frombuffer(data, dtype="<u2").byteswap().view("u1")[span.skip : span.skip + stored_bytes]
+        elif self.bits_allocated == 1:
+            bits = np.unpackbits(np.frombuffer(data, dtype="u1"), bitorder="little")
+            arr = bits[span.bit_offset : span.bit_offset + self.pixels_per_frame]
+        else:
+            order = "<" if self.ts.little_endian else ">"
+            arr = np.frombuffer(data, dtype=dtype.newbyteorder(order))
+            if order == ">":
+                arr = arr.astype(dtype.newbyteorder("="))
+        pi = self.photometric_interpretation
+        if pi == "YBR_FULL_422" and self.bits_allocated != 1:
+            # PS3.3 C.7.6.3.1.2: Y1 Y2 Cb Cr -> Y1 Cb Cr Y2 Cb Cr
+            out = np.empty(arr.shape[0] // 2 * 3, dtype=dtype)
+            out[::6] = arr[::4]
+            out[3::6] = arr[1::4]
+            out[1::6] = out[4::6] = arr[2::4]
+            out[2::6] = out[5::6] = arr[3::4]
+            arr, pi = out, "YBR_FULL"
+        arr = self._reshape(arr, self.planar_configuration)
+        if self.keyword == "PixelData" and self.bits_allocated > self.bits_stored:
+            arr = self._shift(arr, self.bits_allocated - self.bits_stored)
+        return self._colour(arr, pi, as_rgb)
+
+    # -- encapsulated ----------------------------------------------------------------
+    def codestream_parameters(self, src: bytes) -> dict:
+        codec = self.ts.codec
+        if codec in ("j2k", "htj2k"):
+            return j2k_parameters(src)
+        if codec in ("jpeg", "jpegls"):
+            return jpeg_parameters(src)
+        return {}
+
+    def check_codestream(self, params: dict, frame: int) -> None:
+        """Refuse a codestream whose size disagrees with the header before decoding it."""
+        height, width = params.get("height"), params.get("width")
+        if height and width and (height, width) != (self.rows, self.columns):
+            raise DecodeError(
+                f"the codestream is {width}x{height} but the header says {self.columns}x{self.rows}",
+                path=self.name, frame=frame,
+            )
+
+    def photometric_for(self, params: dict) -> str:
+        """pydicom's reading of the colour space from JPEG/JPEG-LS codestream hints."""
+        pi = self.photometric_interpretation
+        if self.ts.codec not in ("jpeg", "jpegls") or self.samples_per_pixel != 3:
+            return pi
+        if params.get("component_ids") in ([82, 71, 66], [114, 103, 98]):
+            return "RGB"
+        ybr = "YBR_FULL_422" if self.ts.uid == "1.2.840.10008.1.2.4.50" else "YBR_FULL"
+        for marker in params.get("app", {}).values():
+            if marker.startswith(b"JFIF") and "YBR" not in pi:
+                return ybr
+        return pi
+
+    def from_decoded(self, decoded: Decoded, params: dict, frame: int, as_rgb: bool = True) -> np.ndarray:
+        codec = self.ts.codec
+        pi = decoded.photometric_interpretation or self.photometric_for(params)
+        if codec in ("j2k", "htj2k") and pi in ("YBR_ICT", "YBR_RCT"):
+            pi = "RGB"  # the codec applied the inverse colour transform
+        dtype = self.dtype
+        src_dtype = _dtype(decoded.bits_allocated or self.bits_allocated, self.pixel_representation)
+        buf = decoded.data
+        n = self.pixels_per_frame
+        if self.bits_allocated == 1 and codec in ("encapsulated-native", "deflate-frames"):
+            bits = np.unpackbits(np.frombuffer(buf, dtype="u1"), bitorder="little")
+            if len(bits) < n:
+                raise DecodeError(f"the frame holds {len(bits)} pixels, expected {n}", path=self.name, frame=frame)
+            arr = bits[:n].copy()
+        else:
+            raw = np.frombuffer(buf, dtype=src_dtype.newbyteorder("<"))
+            if raw.size < n or (raw.size > n and codec not in ("encapsulated-native", "deflate-frames")):
+                raise DecodeError(
+                    f"the decoder returned {raw.size} values, expected {n} "
+                    f"({self.rows}x{self.columns}x{self.samples_per_pixel})",
+                    path=self.name, frame=frame,
+                )
+            arr = np.empty(n, dtype=dtype)
+            arr[:] = raw[:n]
+        planar = decoded.planar_configuration
+        if planar is None:
+            planar = self.planar_configuration if codec in ("encapsulated-native", "deflate-frames") else 0
+        arr = self._reshape(arr, planar)
+        if codec in ("j2k", "htj2k"):
+            precision = params.get("precision", self.bits_stored)
+            signed = params.get("is_signed", bool(self.pixel_representation))
+            if pi in ("MONOCHROME1", "MONOCHROME2") and signed != bool(self.pixel_representation):
+                arr = self._shift(arr, 8 * arr.dtype.itemsize - precision)
+        elif codec == "jpegls":
+            if self.pixel_representation == 1:
+                arr = self._shift(arr, 8 * arr.dtype.itemsize - params.get("precision", self.bits_stored))
+        elif self.bits_allocated > self.bits_stored:
+            arr = self._shift(arr, self.bits_allocated - self.bits_stored)
+        return self._colour(arr, pi, as_rgb)
+
+    # -- shared steps ------------------------------------------------------------------
+    def _reshape(self, arr: np.ndarray, planar: int) -> np.ndarray:
+        if self.samples_per_pixel == 1:
+            return arr.reshape(self.rows, self.columns)
+        if planar == 0:
+            return arr.reshape(self.rows, self.columns, self.samples_per_pixel)
+        return arr.reshape(self.samples_per_pixel, self.rows, self.columns).transpose(1, 2, 0)
+
+    @staticmethod
+    def _shift(arr: np.ndarray, shift: int) -> np.ndarray:
+        if shift <= 0:
+            return arr
+        if not arr.flags.writeable:
+            arr = arr.copy()
+        np.left_shift(arr, shift, out=arr)
+        np.right_shift(arr, shift, out=arr)
+        return arr
+
+    @staticmethod
+    def _colour(arr: np.ndarray, pi: str, as_rgb: bool) -> np.ndarray:
+        if as_rgb and pi in _YBR and arr.ndim == 3:
+            return ybr_full_to_rgb(arr)
+        if not arr.flags.writeable:
+            arr = arr.copy()
+        return arr

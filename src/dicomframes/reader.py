@@ -1,0 +1,213 @@
+"""The Reader: the public face over Source -> Header -> FrameIndex -> Fetcher -> Codec -> Pixels."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from . import codecs
+from .errors import DecodeError, DicomFramesError, InvalidFileError
+from .fetcher import FetchPolicy, batches, fetch
+from .frame_index import EncapsulatedFrameIndex, FrameIndex, FrameSpan, NativeFrameIndex, unwrap
+from .header import Header, parse_header
+from .pixels import PixelFormat
+from .sources import Source
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What a file holds, as `reader.info` reports it."""
+
+    path: str
+    number_of_frames: int
+    rows: int
+    columns: int
+    samples_per_pixel: int
+    bits_allocated: int
+    bits_stored: int
+    pixel_representation: int
+    photometric_interpretation: str
+    planar_configuration: int
+    dtype: str
+    shape: tuple[int, ...]
+    transfer_syntax_uid: str
+    transfer_syntax: str
+    sop_class_uid: str | None
+    index_kind: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Reader:
+    """Frames of one multi-frame DICOM file, read lazily.
+
+    Use `dicomframes.open` to make one. Frames come back as NumPy arrays equal
+    to ``pydicom.pixels.pixel_array(path, index=i)``.
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        *,
+        as_rgb: bool = True,
+        decoder: str | None = None,
+        policy: FetchPolicy | None = None,
+        header_block: int = 64 * 1024,
+    ) -> None:
+        self._source = source
+        self.as_rgb = as_rgb
+        self.decoder = decoder
+        self.policy = policy or FetchPolicy()
+        self._closed = False
+        try:
+            self.header, self._data_source = parse_header(source, header_block)
+            self.format = PixelFormat.from_header(self.header)
+            self.index = self._build_index(self.header, header_block)
+        except BaseException:
+            source.close()
+            raise
+        self._backend: codecs.Backend | None = None
+
+    def _build_index(self, header: Header, block: int) -> FrameIndex:
+        frames = header.get("NumberOfFrames") or 1
+        if not isinstance(frames, int) or frames < 1:
+            raise InvalidFileError(f"Number of Frames is {frames!r}", path=header.name)
+        ts = header.transfer_syntax
+        if not ts.encapsulated:
+            if header.pixel_length is None:
+                raise InvalidFileError(
+                    f"Pixel Data has undefined length but {ts.name} is not encapsulated",
+                    path=header.name, offset=header.pixel_offset,
+                )
+            return NativeFrameIndex(header, self._data_source, frames, self.format.native_frame_bits, self.format.be_swap_ow)
+        if header.pixel_length is not None:
+            raise InvalidFileError(
+                f"{ts.name} needs encapsulated Pixel Data, but its length is defined",
+                path=header.name, offset=header.pixel_offset,
+            )
+        return EncapsulatedFrameIndex(header, self._data_source, frames, ts.frame_start_markers, block)
+
+    # -- description ---------------------------------------------------------------
+    @property
+    def path(self) -> str:
+        return self.header.name
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def info(self) -> ImageInfo:
+        f = self.format
+        ts = self.header.transfer_syntax
+        return ImageInfo(
+            path=self.path, number_of_frames=len(self), rows=f.rows, columns=f.columns,
+            samples_per_pixel=f.samples_per_pixel, bits_allocated=f.bits_allocated,
+            bits_stored=f.bits_stored, pixel_representation=f.pixel_representation,
+            photometric_interpretation=f.photometric_interpretation,
+            planar_configuration=f.planar_configuration, dtype=str(f.dtype), shape=f.shape,
+            transfer_syntax_uid=ts.uid, transfer_syntax=ts.name,
+            sop_class_uid=self.header.get("SOPClassUID"), index_kind=self.index.kind,
+        )
+
+    @property
+    def stats(self) -> dict[str, float]:
+        """Requests, bytes and seconds spent waiting on storage, so far."""
+        return self._source.stats.as_dict()
+
+    # -- frames --------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError(f"I/O operation on a closed reader ({self.path})")
+
+    def _normalise(self, i: int) -> int:
+        n = len(self)
+        if not isinstance(i, (int, np.integer)):
+            raise TypeError(f"frame indices must be integers, not {type(i).__name__}")
+        i = int(i)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"frame index {i} out of range for {n} frames in {self.path}")
+        return i
+
+    def _span(self, i: int) -> FrameSpan:
+        return self.index.span(self._normalise(i))
+
+    def _encoded(self, span: FrameSpan, data: bytes) -> bytes:
+        if self.header.transfer_syntax.encapsulated:
+            return unwrap(span, data, self.path)
+        return data
+
+    def encoded_frame(self, i: int) -> bytes:
+        """The frame's bytes as stored: its codestream (fragments joined), or native bytes."""
+        self._check_open()
+        span = self._span(i)
+        data = self._data_source.read_exact(span.offset, span.length, frame=span.frame)
+        return bytes(self._encoded(span, data))
+
+    def frame(self, i: int) -> np.ndarray:
+        """Frame `i` (0-based; negative counts from the end) as a NumPy array."""
+        self._check_open()
+        span = self._span(i)
+        data = self._data_source.read_exact(span.offset, span.length, frame=span.frame)
+        return self._decode(span, data)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.frame(i)
+
+    def _decode(self, span: FrameSpan, data: bytes) -> np.ndarray:
+        fmt = self.format
+        if not fmt.ts.encapsulated:
+            return fmt.from_native(data, span, self.as_rgb)
+        src = bytes(unwrap(span, data, self.path))
+        if self._backend is None:
+            self._backend = codecs.select(fmt.ts, self.decoder, self.path)
+        params = fmt.codestream_parameters(src)
+        fmt.check_codestream(params, span.frame)
+        try:
+            decoded = self._backend.decode(src, fmt.context(), params)
+        except DicomFramesError:
+            raise
+        except Exception as exc:
+            raise DecodeError(
+                f"{self._backend.name} could not decode the frame: {exc}",
+                path=self.path, frame=span.frame, offset=span.offset,
+            ) from exc
+        return fmt.from_decoded(decoded, params, span.frame, self.as_rgb)
+
+    def iter_frames(self, indices: Iterable[int] | None = None) -> Iterator[np.ndarray]:
+        """Frames in order, or those of `indices` (any order, repeats allowed)."""
+        self._check_open()
+        wanted = range(len(self)) if indices is None else indices
+        for batch in batches(wanted, self._span, self.policy):
+            blobs = fetch(self._data_source, [span for _, span in batch], self.policy)
+            for _, span in batch:
+                self._check_open()
+                yield self._decode(span, blobs[span])
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return self.iter_frames()
+
+    # -- lifetime ------------------------------------------------------------------
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._data_source.close()
+            self._source.close()
+
+    def __enter__(self) -> "Reader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        f = self.format
+        return (
+            f"<dicomframes.Reader {self.path!r}: {len(self)} frames of {f.shape} {f.dtype}, "
+            f"{self.header.transfer_syntax.name}, index {self.index.kind}>"
+        )
