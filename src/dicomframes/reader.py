@@ -56,17 +56,16 @@ class Reader:
         as_rgb: bool = True,
         decoder: str | None = None,
         policy: FetchPolicy | None = None,
-        header_block: int = 64 * 1024,
     ) -> None:
         self._source = source
         self.as_rgb = as_rgb
         self.decoder = decoder
-        self.policy = policy or FetchPolicy()
+        self.policy = policy or source.fetch_policy()
         self._closed = False
         try:
-            self.header, self._data_source = parse_header(source, header_block)
+            self.header, self._data_source = parse_header(source, source.header_block)
             self.format = PixelFormat.from_header(self.header)
-            self.index = self._build_index(self.header, header_block)
+            self.index = self._build_index(self.header, source.walk_block)
         except BaseException:
             source.close()
             raise

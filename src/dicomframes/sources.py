@@ -56,6 +56,16 @@ class Source:
     name: str = "<source>"
     #: the size in bytes, or None where unknown
     size: int | None = None
+    #: bytes of the speculative first read that should hold the whole header
+    header_block: int = 64 * 1024
+    #: block size for the walk over item headers (and other small sequential reads)
+    walk_block: int = 64 * 1024
+
+    def fetch_policy(self):
+        """How the Fetcher should plan reads from this source."""
+        from .fetcher import FetchPolicy
+
+        return FetchPolicy()
 
     def __init__(self) -> None:
         self.stats = SourceStats()
