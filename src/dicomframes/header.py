@@ -34,6 +34,10 @@ PIXEL_TAGS = {PIXEL_DATA: "PixelData", FLOAT_PIXEL_DATA: "FloatPixelData", DOUBL
 
 # VRs whose explicit length field is 4 bytes (after 2 reserved bytes).
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT", b"SV", b"UV"}
+_VRS = _LONG_VRS | {
+    b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT",
+    b"PN", b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US",
+}
 _MAX_DEPTH = 64
 _MAX_SMALL_VALUE = 1 << 16  # the attributes we keep are short strings and numbers
 
@@ -121,6 +125,13 @@ class _Parser:
         self.cur = Cursor(source, offset, block)
         self.little = ts.little_endian
         self.explicit = ts.explicit_vr
+        # Some writers encode the data set differently from what the transfer
+        # syntax says; like pydicom, believe the bytes of the first element.
+        first = self.cur.peek(6)
+        if len(first) == 6 and ts.little_endian:
+            looks_explicit = first[4:6] in _VRS
+            if looks_explicit != self.explicit:
+                self.explicit = looks_explicit
 
     def error(self, cls, message: str, offset: int | None = None):
         return cls(message, path=self.source.name, offset=self.cur.pos if offset is None else offset)
