@@ -72,6 +72,16 @@ WANTED: dict[int, tuple[str, str]] = {
     EXTENDED_OFFSET_TABLE: ("ExtendedOffsetTable", "OV"),
     EXTENDED_OFFSET_TABLE_LENGTHS: ("ExtendedOffsetTableLengths", "OV"),
 }
+# Top-level sequences whose position we remember (not their contents): layers
+# above (whole-slide geometry) parse them lazily, only when asked.
+SEQUENCES: dict[int, str] = {
+    0x52009229: "SharedFunctionalGroupsSequence",
+    0x52009230: "PerFrameFunctionalGroupsSequence",
+    0x00480105: "OpticalPathSequence",
+    0x00209221: "DimensionOrganizationSequence",
+    0x00209222: "DimensionIndexSequence",
+    0x00480008: "TotalPixelMatrixOriginSequence",
+}
 _META_WANTED = {0x00020002: "MediaStorageSOPClassUID", 0x00020003: "MediaStorageSOPInstanceUID", 0x00020010: "TransferSyntaxUID"}
 
 
@@ -91,6 +101,10 @@ class Header:
     pixel_offset: int = 0
     #: the value length, or None for undefined length (encapsulated)
     pixel_length: int | None = None
+    #: keyword -> (value offset, value length or None if undefined) of `SEQUENCES`
+    sequences: dict[str, tuple[int, int | None]] = field(default_factory=dict)
+    #: whether the data set is explicit VR (it may disagree with the transfer syntax)
+    explicit_vr: bool = True
     extended_offsets: np.ndarray | None = None
     extended_lengths: np.ndarray | None = None
 
@@ -201,6 +215,7 @@ class _Parser:
 
     def parse_dataset(self, header: Header) -> None:
         cur = self.cur
+        header.explicit_vr = self.explicit
         while True:
             if cur.at_end():
                 raise self.error(NotDicomError, "the data set has no Pixel Data element")
@@ -213,7 +228,9 @@ class _Parser:
                 header.pixel_length = None if length == UNDEFINED else length
                 return
             if tag >> 16 == 0xFFFE:
-                raise self.error(InvalidFileError, f"unexpected item or delimiter tag at the top level", start)
+                raise self.error(InvalidFileError, "unexpected item or delimiter tag at the top level", start)
+            if tag in SEQUENCES:
+                header.sequences[SEQUENCES[tag]] = (cur.pos, None if length == UNDEFINED else length)
             if length == UNDEFINED:
                 self.skip_undefined(tag, vr, 1, self.explicit, self.little)
                 continue
