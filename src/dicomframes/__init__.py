@@ -32,6 +32,9 @@ __version__ = "0.1.0"
 
 
 def _source_for(src: Any, storage_options: dict[str, Any]) -> Source:
+    remote = isinstance(src, tuple) or (isinstance(src, (str, os.PathLike)) and "://" in os.fspath(src) and not os.fspath(src).startswith("file://"))
+    if storage_options and not remote:
+        raise TypeError(f"unexpected options for a local file: {', '.join(sorted(storage_options))}")
     if isinstance(src, Source):
         return src
     if isinstance(src, (bytes, bytearray, memoryview)):
@@ -59,6 +62,8 @@ def open(
     *,
     as_rgb: bool = True,
     decoder: str | None = None,
+    workers: int | None = None,
+    max_inflight: int | None = None,
     **storage_options: Any,
 ) -> Reader:
     """Open a DICOM file for frame-by-frame reading.
@@ -71,7 +76,14 @@ def open(
     as_rgb : bool
         Convert YCbCr frames to RGB, as pydicom does by default.
     decoder : str, optional
-        The decoder backend to use (``"pylibjpeg"``); default: the first installed.
+        The decoder backend: ``"pylibjpeg"`` (the required packages) or
+        ``"imagecodecs"`` (the ``[fast]`` extra); default: the fastest installed.
+    workers : int, optional
+        Frames decoded in parallel while iterating; default: the available cores.
+        Decoders that hold the GIL (the pylibjpeg plugins, pyjpegls) run in
+        worker processes, the others on threads.
+    max_inflight : int, optional
+        Bytes of fetched, not yet yielded frames held while iterating (default 64 MiB).
     **storage_options
         Passed to fsspec for URLs (e.g. ``anon=True``).
 
@@ -79,7 +91,10 @@ def open(
     -------
     Reader
     """
-    return Reader(_source_for(src, storage_options), as_rgb=as_rgb, decoder=decoder)
+    return Reader(
+        _source_for(src, storage_options), as_rgb=as_rgb, decoder=decoder,
+        workers=workers, max_inflight=max_inflight,
+    )
 
 
 def iter_frames(

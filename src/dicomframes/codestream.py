@@ -60,7 +60,21 @@ def j2k_parameters(src: bytes) -> dict[str, Any]:
         xsiz, ysiz, xo, yo = struct.unpack(">IIII", src[siz + 4 : siz + 20])
         csiz = struct.unpack(">H", src[siz + 36 : siz + 38])[0]
         ssiz = src[siz + 38]
+        # COD follows SIZ in the main header; its last SPcod byte names the
+        # wavelet: 1 = reversible 5/3, 0 = irreversible 9/7.
+        lsiz = struct.unpack(">H", src[siz : siz + 2])[0]
+        reversible = None
+        pos = siz + lsiz
+        for _ in range(64):
+            marker, length = struct.unpack(">HH", src[pos : pos + 4])
+            if marker == 0xFF52:
+                reversible = src[pos + 4 + 9] == 1
+                break
+            if marker in (0xFF90, 0xFF93) or marker >> 8 != 0xFF:
+                break  # first tile-part or not a marker: no COD found
+            pos += 2 + length
         return {
+            "reversible": reversible,
             "width": xsiz - xo,
             "height": ysiz - yo,
             "components": csiz,

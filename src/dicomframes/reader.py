@@ -2,19 +2,35 @@
 
 from __future__ import annotations
 
-import os
-from dataclasses import asdict, dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, replace
+from functools import partial
 from typing import Any, Iterable, Iterator
 
 import numpy as np
 
 from . import codecs
-from .errors import DecodeError, DicomFramesError, InvalidFileError
-from .fetcher import FetchPolicy, batches, fetch
+from .errors import InvalidFileError
+from .decode import decode_in_worker, decode_span
+from .fetcher import FetchPolicy
 from .frame_index import EncapsulatedFrameIndex, FrameIndex, FrameSpan, NativeFrameIndex, unwrap
+from .pipeline import iterate
+from .workers import ProcessPool, available_cores
 from .header import Header, parse_header
 from .pixels import PixelFormat
 from .sources import Source
+
+
+DEFAULT_MAX_INFLIGHT = 64 << 20
+#: below this many frames a process pool costs more to start than it saves
+PROCESS_POOL_MIN_FRAMES = 32
+
+
+def _count(indices) -> int:
+    try:
+        return len(indices)
+    except TypeError:
+        return PROCESS_POOL_MIN_FRAMES  # an iterator of unknown length: assume long
 
 
 @dataclass(frozen=True)
@@ -55,13 +71,18 @@ class Reader:
         *,
         as_rgb: bool = True,
         decoder: str | None = None,
+        workers: int | None = None,
+        max_inflight: int | None = None,
         policy: FetchPolicy | None = None,
     ) -> None:
         self._source = source
         self.as_rgb = as_rgb
         self.decoder = decoder
+        self.workers = workers
+        self.max_inflight = max_inflight
         self.policy = policy or source.fetch_policy()
         self._closed = False
+        self._processes: ProcessPool | None = None
         try:
             self.header, self._data_source = parse_header(source, source.header_block)
             self.format = PixelFormat.from_header(self.header)
@@ -145,48 +166,74 @@ class Reader:
         """The frame's bytes as stored: its codestream (fragments joined), or native bytes."""
         self._check_open()
         span = self._span(i)
-        data = self._data_source.read_exact(span.offset, span.length, frame=span.frame)
+        data = self.index.read(span.offset, span.length, frame=span.frame)  # reuses bytes already read
         return bytes(self._encoded(span, data))
 
     def frame(self, i: int) -> np.ndarray:
         """Frame `i` (0-based; negative counts from the end) as a NumPy array."""
         self._check_open()
         span = self._span(i)
-        data = self._data_source.read_exact(span.offset, span.length, frame=span.frame)
+        data = self.index.read(span.offset, span.length, frame=span.frame)  # reuses bytes already read
         return self._decode(span, data)
 
     def __getitem__(self, i: int) -> np.ndarray:
         return self.frame(i)
 
-    def _decode(self, span: FrameSpan, data: bytes) -> np.ndarray:
-        fmt = self.format
-        if not fmt.ts.encapsulated:
-            return fmt.from_native(data, span, self.as_rgb)
-        src = bytes(unwrap(span, data, self.path))
-        if self._backend is None:
-            self._backend = codecs.select(fmt.ts, self.decoder, self.path)
-        params = fmt.codestream_parameters(src)
-        fmt.check_codestream(params, span.frame)
-        try:
-            decoded = self._backend.decode(src, fmt.context(), params)
-        except DicomFramesError:
-            raise
-        except Exception as exc:
-            raise DecodeError(
-                f"{self._backend.name} could not decode the frame: {exc}",
-                path=self.path, frame=span.frame, offset=span.offset,
-            ) from exc
-        return fmt.from_decoded(decoded, params, span.frame, self.as_rgb)
+    @property
+    def backend(self) -> codecs.Backend | None:
+        """The decoder backend (None for native data); chosen on first use."""
+        if self._backend is None and self.format.ts.encapsulated:
+            self._backend = codecs.select(self.format.ts, self.decoder, self.path)
+        return self._backend
 
-    def iter_frames(self, indices: Iterable[int] | None = None) -> Iterator[np.ndarray]:
-        """Frames in order, or those of `indices` (any order, repeats allowed)."""
+    def _decode(self, span: FrameSpan, data: bytes) -> np.ndarray:
+        return decode_span(self.format, self.backend, span, data, self.as_rgb)
+
+    def iter_frames(
+        self,
+        indices: Iterable[int] | None = None,
+        *,
+        workers: int | None = None,
+        decoder: str | None = None,
+        max_inflight: int | None = None,
+    ) -> Iterator[np.ndarray]:
+        """Frames in order, or those of `indices` (any order, repeats allowed).
+
+        Frames are fetched ahead with planned range reads and decoded on
+        `workers` workers (default: the reader's, else the available cores);
+        at most `max_inflight` bytes (default 64 MiB) are held in flight.
+        `decoder` overrides the reader's decoder backend for this iteration.
+        """
         self._check_open()
         wanted = range(len(self)) if indices is None else indices
-        for batch in batches(wanted, self._span, self.policy):
-            blobs = fetch(self._data_source, [span for _, span in batch], self.policy)
-            for _, span in batch:
-                self._check_open()
-                yield self._decode(span, blobs[span])
+        workers = workers or self.workers or available_cores()
+        budget = max_inflight or self.max_inflight or DEFAULT_MAX_INFLIGHT
+        policy = replace(self.policy, batch_bytes=max(1, min(self.policy.batch_bytes, budget // 3)))
+        backend = self.backend if decoder is None else codecs.select(self.format.ts, decoder, self.path)
+        chosen = decoder if decoder is not None else self.decoder
+        fmt, as_rgb = self.format, self.as_rgb
+
+        def decode(span: FrameSpan, data: bytes) -> np.ndarray:
+            return decode_span(fmt, backend, span, data, as_rgb)
+
+        pool = None
+        own_pool = None
+        if workers > 1:
+            if backend is None or backend.releases_gil:
+                pool = own_pool = ThreadPoolExecutor(workers, thread_name_prefix="dicomframes-decode")
+            elif _count(wanted) >= PROCESS_POOL_MIN_FRAMES:
+                # The required decoders hold the GIL: use processes, started lazily.
+                if self._processes is None:
+                    self._processes = ProcessPool(workers)
+                pool = self._processes.executor(workers)
+                decode = partial(decode_in_worker, fmt, chosen, as_rgb=as_rgb)  # type: ignore[assignment]
+        try:
+            yield from iterate(
+                wanted, self._span, self._data_source, policy, decode, pool, depth=max(2, 2 * workers),
+            )
+        finally:
+            if own_pool is not None:
+                own_pool.shutdown(wait=True, cancel_futures=True)
 
     def __iter__(self) -> Iterator[np.ndarray]:
         return self.iter_frames()
@@ -195,6 +242,8 @@ class Reader:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            if self._processes is not None:
+                self._processes.shutdown()
             self._data_source.close()
             self._source.close()
 

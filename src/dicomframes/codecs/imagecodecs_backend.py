@@ -1,0 +1,75 @@
+"""Decoders from imagecodecs (the ``[fast]`` extra).
+
+imagecodecs releases the GIL, so frames decode in parallel on threads, and its
+JPEG (libjpeg-turbo) and HTJ2K decoders are several times faster than the
+pylibjpeg plugins. Lossless results are identical to pylibjpeg's; lossy JPEG
+may differ by a grey level or two (a different IDCT and chroma upsampling),
+see docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Backend, Decoded, FrameContext
+
+
+def _as_decoded(arr: np.ndarray, planar: int | None = 0) -> Decoded:
+    arr = np.ascontiguousarray(arr)
+    return Decoded(arr.reshape(-1).view(np.uint8), bits_allocated=arr.dtype.itemsize * 8, planar_configuration=planar)
+
+
+def _jpeg(src: bytes, ctx: FrameContext, params) -> Decoded:
+    import imagecodecs
+
+    # No colour conversion in the codec: Pixels converts exactly as pydicom does.
+    space = "YCBCR" if params.get("components", ctx.samples_per_pixel) == 3 else "GRAYSCALE"
+    try:
+        arr = imagecodecs.jpeg8_decode(src, colorspace=space, outcolorspace=space)
+    except Exception:
+        arr = imagecodecs.jpeg_decode(src)  # other processes (e.g. lossless with odd precision)
+    return _as_decoded(arr)
+
+
+def _jpegls(src: bytes, ctx: FrameContext, params) -> Decoded:
+    import imagecodecs
+
+    return _as_decoded(imagecodecs.jpegls_decode(src))
+
+
+def _j2k(src: bytes, ctx: FrameContext, params) -> Decoded:
+    import imagecodecs
+
+    return _as_decoded(imagecodecs.jpeg2k_decode(src, planar=False))
+
+
+def _htj2k(src: bytes, ctx: FrameContext, params) -> Decoded:
+    import imagecodecs
+
+    # OpenJPH (htj2k_decode) is the fast one, but on irreversible (9/7)
+    # codestreams written by OpenJPEG it returned values off by up to 255 in
+    # our measurements; OpenJPEG (jpeg2k_decode) matches pylibjpeg exactly.
+    if params.get("reversible"):
+        try:
+            return _as_decoded(imagecodecs.htj2k_decode(src, planar=False))
+        except Exception:
+            pass
+    return _j2k(src, ctx, params)
+
+
+def _rle(src: bytes, ctx: FrameContext, params) -> Decoded:
+    import imagecodecs
+
+    data = imagecodecs.dicomrle_decode(src, f"<u{max(ctx.bits_allocated // 8, 1)}")
+    return Decoded(data, planar_configuration=1)
+
+
+_PKG = ("imagecodecs",)
+_MOD = ("imagecodecs",)
+IMAGECODECS_BACKENDS = [
+    Backend("imagecodecs", frozenset({"jpeg"}), _PKG, _MOD, _jpeg, releases_gil=True),
+    Backend("imagecodecs", frozenset({"jpegls"}), _PKG, _MOD, _jpegls, releases_gil=True),
+    Backend("imagecodecs", frozenset({"j2k"}), _PKG, _MOD, _j2k, releases_gil=True),
+    Backend("imagecodecs", frozenset({"htj2k"}), _PKG, _MOD, _htj2k, releases_gil=True),
+    Backend("imagecodecs", frozenset({"rle"}), _PKG, _MOD, _rle, releases_gil=True),
+]

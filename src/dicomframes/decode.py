@@ -1,0 +1,49 @@
+"""Decoding one frame: bytes of its span -> the array users get.
+
+A module-level function (not a Reader method) so that worker processes can
+run it with only small, picklable arguments.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import codecs
+from .errors import DecodeError, DicomFramesError
+from .frame_index import FrameSpan, unwrap
+from .pixels import PixelFormat
+
+
+def decode_span(
+    fmt: PixelFormat, backend: codecs.Backend | None, span: FrameSpan, data: bytes, as_rgb: bool
+) -> np.ndarray:
+    """Decode the bytes of `span` (as read from the data set source)."""
+    if not fmt.ts.encapsulated:
+        return fmt.from_native(data, span, as_rgb)
+    src = bytes(unwrap(span, data, fmt.name))
+    params = fmt.codestream_parameters(src)
+    fmt.check_codestream(params, span.frame)
+    assert backend is not None
+    try:
+        decoded = backend.decode(src, fmt.context(), params)
+    except DicomFramesError:
+        raise
+    except Exception as exc:
+        raise DecodeError(
+            f"{backend.name} could not decode the frame: {exc}",
+            path=fmt.name, frame=span.frame, offset=span.offset,
+        ) from exc
+    return fmt.from_decoded(decoded, params, span.frame, as_rgb)
+
+
+# -- worker processes ------------------------------------------------------------
+_WORKER_BACKENDS: dict[tuple[str, str | None], codecs.Backend] = {}
+
+
+def decode_in_worker(fmt: PixelFormat, decoder: str | None, span: FrameSpan, data: bytes, as_rgb: bool) -> np.ndarray:
+    """`decode_span` in a worker process, selecting the backend there by name."""
+    key = (fmt.ts.uid, decoder)
+    backend = _WORKER_BACKENDS.get(key)
+    if backend is None and fmt.ts.encapsulated:
+        backend = _WORKER_BACKENDS[key] = codecs.select(fmt.ts, decoder, fmt.name)
+    return decode_span(fmt, backend, span, data, as_rgb)

@@ -1,0 +1,129 @@
+"""The iteration pipeline: fetch ahead on one thread, decode on a pool, yield in order.
+
+Memory is bounded by bytes in flight: at most `ahead` fetched batches (each
+bounded by the fetch policy) plus `depth` frames being decoded. Errors surface
+at the frame where they happened, in order. Closing the generator (``break``,
+an exception, ``reader.close()``) cancels pending work and joins the threads
+it started.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+from .errors import TruncatedFileError
+from .fetcher import FetchPolicy, fetch
+from .frame_index import FrameSpan
+from .sources import Source
+
+DecodeFn = Callable[[FrameSpan, bytes], np.ndarray]
+
+
+class _Failed:
+    """A fetch failure, kept in order so it is raised at its first frame."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+def iterate(
+    indices: Iterable[int],
+    locate: Callable[[int], FrameSpan],
+    source: Source,
+    policy: FetchPolicy,
+    decode: DecodeFn,
+    pool: Executor | None,
+    depth: int,
+    ahead: int = 2,
+) -> Iterator[np.ndarray]:
+    """Yield decoded frames of `indices` in order.
+
+    `pool` runs `decode` (threads or processes); ``None`` decodes on the calling
+    thread while the next batches are fetched in the background.
+    """
+    todo = iter(indices)
+    exhausted = False
+
+    def next_batch():
+        # Runs on the single fetch thread, so `todo` is consumed in order.
+        spans: list[FrameSpan] = []
+        size = 0
+        for i in todo:
+            span = locate(i)
+            spans.append(span)
+            size += span.length
+            if size >= policy.batch_bytes or len(spans) >= policy.max_frames:
+                break
+        if not spans:
+            return None
+        try:
+            blobs = fetch(source, spans, policy)
+        except TruncatedFileError:
+            # A partial file: fetch frame by frame so that the frames wholly
+            # present are still served and the error comes at its own frame.
+            out = []
+            for span in spans:
+                try:
+                    out.append((span, fetch(source, [span], policy)[span]))
+                except TruncatedFileError as exc:
+                    out.append(_Failed(exc))
+                    break
+            return out
+        return [(span, blobs[span]) for span in spans]
+
+    fetcher = ThreadPoolExecutor(1, thread_name_prefix="dicomframes-fetch")
+    fetches: deque[Future] = deque()
+    frames: deque = deque()  # (span, bytes) fetched, not yet handed to decoding
+    running: deque = deque()  # Future, or (span, bytes) to decode inline, or _Failed
+
+    def refill_fetches() -> None:
+        while not exhausted and len(fetches) < ahead:
+            fetches.append(fetcher.submit(next_batch))
+
+    try:
+        while True:
+            refill_fetches()
+            while len(running) < depth:
+                if not frames:
+                    if not fetches:
+                        break
+                    try:
+                        batch = fetches.popleft().result()
+                    except BaseException as exc:  # raise it in order, at its frames
+                        exhausted = True
+                        frames.append(_Failed(exc))
+                        batch = []
+                    if batch is None:
+                        exhausted = True
+                        continue
+                    frames.extend(batch)
+                    refill_fetches()
+                    if not frames:
+                        continue
+                item = frames.popleft()
+                if isinstance(item, _Failed):
+                    exhausted = True
+                    frames.clear()
+                    running.append(item)
+                elif pool is None:
+                    running.append(item)
+                else:
+                    running.append(pool.submit(decode, *item))
+            if not running:
+                return
+            item = running.popleft()
+            if isinstance(item, _Failed):
+                raise item.exc
+            yield item.result() if isinstance(item, Future) else decode(*item)
+    finally:
+        exhausted = True
+        for f in list(running):
+            if isinstance(f, Future):
+                f.cancel()
+        for f in fetches:
+            f.cancel()
+        fetcher.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,56 @@
+"""Worker processes for decoders that hold the GIL.
+
+The pylibjpeg plugins and pyjpegls do not release the GIL, so threads cannot
+decode in parallel with them; processes can. The pool starts lazily, on the
+first iteration that needs it, and belongs to one reader (closed with it).
+
+On Linux workers are forked: 'spawn' and 'forkserver' re-import the user's
+main module in every worker, which runs an unguarded script (or fails for
+stdin and notebooks). All workers are forked at once, when the pool is made,
+before this iteration starts its fetch thread; they only ever run
+`decode_in_worker`, which takes no lock a parent thread could hold.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _context():
+    if sys.platform.startswith("linux"):
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("spawn")  # macOS, Windows: needs a main guard
+
+
+class ProcessPool:
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._executor: ProcessPoolExecutor | None = None
+
+    def executor(self, workers: int) -> ProcessPoolExecutor:
+        if self._executor is None or workers != self.workers:
+            self.shutdown()
+            self.workers = workers
+            self._executor = ProcessPoolExecutor(workers, mp_context=_context())
+            # Start every worker now (fork launches them all on the first submit).
+            self._executor.submit(os.getpid).result()
+        return self._executor
+
+    def shutdown(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+    def __getstate__(self):
+        return {"workers": self.workers, "_executor": None}
