@@ -206,5 +206,5 @@ def write_sparse_bot_file(
                 f.seek(size, os.SEEK_CUR)
         f.write(struct.pack("<HHI", 0xFFFE, 0xE0DD, 0))
         f.seek(bot_at)
-        f.write(np.asarray(offsets, dtype=np.uint64).__mod__(1 << 32).astype("<u4").tobytes())
+        f.write((np.asarray(offsets, dtype=np.uint64) % (1 << 32)).astype("<u4").tobytes())
     return offsets

@@ -38,6 +38,8 @@ def jpeg_parameters(src: bytes) -> dict[str, Any]:
         info["components"] = src[offset + 7]
         info["component_ids"] = [src[offset + 8 + 3 * k] for k in range(info["components"])]
         info["jpegls"] = marker == b"\xff\xf7"
+        # SOF0..SOF2 (and arithmetic SOF9..SOF10) are DCT, i.e. lossy, processes.
+        info["dct"] = marker[1] in (0xC0, 0xC1, 0xC2, 0xC9, 0xCA)
     except (IndexError, struct.error):
         return {}
     return info

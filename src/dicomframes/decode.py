@@ -25,7 +25,7 @@ def decode_span(
     fmt.check_codestream(params, span.frame)
     assert backend is not None
     try:
-        decoded = backend.decode(src, fmt.context(), params)
+        decoded = backend.decode(src, fmt.context(params, as_rgb), params)
     except DicomFramesError:
         raise
     except Exception as exc:

@@ -39,24 +39,33 @@ def iterate(
     pool: Executor | None,
     depth: int,
     ahead: int = 2,
+    pickled: bool = False,
 ) -> Iterator[np.ndarray]:
     """Yield decoded frames of `indices` in order.
 
-    `pool` runs `decode` (threads or processes); ``None`` decodes on the calling
-    thread while the next batches are fetched in the background.
+    `pool` runs `decode` (threads, or processes when `pickled`: frame bytes are
+    then copied out of their batch to be sent); ``None`` decodes on the calling
+    thread while the next batches are fetched in the background. Memory held:
+    `ahead` fetched batches, the batch being used, and `depth` frames decoding.
     """
     todo = iter(indices)
     exhausted = False
 
+    carried: list[FrameSpan] = []  # located but left for the next batch
+
     def next_batch():
         # Runs on the single fetch thread, so `todo` is consumed in order.
-        spans: list[FrameSpan] = []
-        size = 0
+        spans: list[FrameSpan] = carried[:]
+        carried.clear()
+        size = sum(span.length for span in spans)
         for i in todo:
             span = locate(i)
+            if spans and size + span.length > policy.batch_bytes:
+                carried.append(span)  # keep each batch within the byte bound
+                break
             spans.append(span)
             size += span.length
-            if size >= policy.batch_bytes or len(spans) >= policy.max_frames:
+            if len(spans) >= policy.max_frames:
                 break
         if not spans:
             return None
@@ -101,6 +110,7 @@ def iterate(
                         exhausted = True
                         continue
                     frames.extend(batch)
+                    del batch  # the deque alone holds these bytes now
                     refill_fetches()
                     if not frames:
                         continue
@@ -112,7 +122,8 @@ def iterate(
                 elif pool is None:
                     running.append(item)
                 else:
-                    running.append(pool.submit(decode, *item))
+                    span, data = item
+                    running.append(pool.submit(decode, span, bytes(data) if pickled else data))
             if not running:
                 return
             item = running.popleft()

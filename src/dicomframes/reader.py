@@ -207,8 +207,12 @@ class Reader:
         self._check_open()
         wanted = range(len(self)) if indices is None else indices
         workers = workers or self.workers or available_cores()
+        # The budget, in fifths: 2 batches fetched ahead + the one in use, frames
+        # being decoded, and a fifth to spare for decoders' working memory.
         budget = max_inflight or self.max_inflight or DEFAULT_MAX_INFLIGHT
-        policy = replace(self.policy, batch_bytes=max(1, min(self.policy.batch_bytes, budget // 3)))
+        policy = replace(self.policy, batch_bytes=max(1, min(self.policy.batch_bytes, budget // 5)))
+        decoded_bytes = self.format.pixels_per_frame * self.format.dtype.itemsize
+        depth = max(1, min(2 * workers, budget // 5 // max(1, decoded_bytes)))
         backend = self.backend if decoder is None else codecs.select(self.format.ts, decoder, self.path)
         chosen = decoder if decoder is not None else self.decoder
         fmt, as_rgb = self.format, self.as_rgb
@@ -218,6 +222,7 @@ class Reader:
 
         pool = None
         own_pool = None
+        pickled = False
         if workers > 1:
             if backend is None or backend.releases_gil:
                 pool = own_pool = ThreadPoolExecutor(workers, thread_name_prefix="dicomframes-decode")
@@ -226,10 +231,11 @@ class Reader:
                 if self._processes is None:
                     self._processes = ProcessPool(workers)
                 pool = self._processes.executor(workers)
+                pickled = True
                 decode = partial(decode_in_worker, fmt, chosen, as_rgb=as_rgb)  # type: ignore[assignment]
         try:
             yield from iterate(
-                wanted, self._span, self._data_source, policy, decode, pool, depth=max(2, 2 * workers),
+                wanted, self._span, self._data_source, policy, decode, pool, depth=depth, pickled=pickled,
             )
         finally:
             if own_pool is not None:

@@ -38,7 +38,6 @@ TRANSFER_SYNTAXES: dict[str, str] = {
 }
 OFFSET_TABLES = ("bot", "eot", "none")
 
-_EXPLICIT_VR_LE = TRANSFER_SYNTAXES["native"]
 _SC_GRAYSCALE_BYTE = "1.2.840.10008.5.1.4.1.1.7.2"  # Multi-frame Grayscale Byte SC
 _SC_GRAYSCALE_WORD = "1.2.840.10008.5.1.4.1.1.7.3"  # Multi-frame Grayscale Word SC
 _SC_TRUE_COLOR = "1.2.840.10008.5.1.4.1.1.7.4"  # Multi-frame True Color SC
@@ -213,14 +212,15 @@ def _write_encapsulated(f: BinaryIO, frames: int, make: Callable[[int], np.ndarr
         f.write(_element(0x7FE0, 0x0002, "OV", bytes(8 * frames)))
     f.write(struct.pack("<HH2s2xI", 0x7FE0, 0x0010, b"OB", 0xFFFFFFFF))
     bot_length = 4 * frames if offset_table == "bot" else 0
-    if bot_length > _MAX_LENGTH:
-        raise ValueError(f"{frames} frames are too many for a Basic Offset Table; use offset_table='eot'")
     f.write(_ITEM + struct.pack("<I", bot_length))
     bot_at = f.tell()
     f.write(bytes(bot_length))
     first_item = f.tell()
     for i in range(frames):
-        codestream = encode(make(i))
+        try:
+            codestream = encode(make(i))
+        except RuntimeError as exc:  # the encoders' way to refuse, e.g. very small frames
+            raise ValueError(f"the encoder could not encode frame {i}: {exc}") from exc
         offsets[i] = f.tell() - first_item
         lengths[i] = len(codestream)
         for fragment in _fragments(codestream, fragments_per_frame):
@@ -243,9 +243,7 @@ def _write_encapsulated(f: BinaryIO, frames: int, make: Callable[[int], np.ndarr
 
 def _write_native(f: BinaryIO, frames: int, make: Callable[[int], np.ndarray], frame_bytes: int, bits_allocated: int) -> None:
     total = frames * frame_bytes
-    padded = total + total % 2
-    if padded > _MAX_LENGTH:
-        raise ValueError(f"{total} bytes of native Pixel Data exceed the 4 GiB limit of a defined length")
+    padded = total + total % 2  # the length is known up front: frames are written as they are made
     f.write(struct.pack("<HH2s2xI", 0x7FE0, 0x0010, b"OB" if bits_allocated == 8 else b"OW", padded))
     dtype = np.dtype("u1") if bits_allocated == 8 else np.dtype("<u2")
     for i in range(frames):
@@ -276,13 +274,15 @@ def write_sample(
     frames, rows, columns : int
         Number of Frames and the size of each.
     samples_per_pixel : {1, 3}
-        1 writes MONOCHROME2, 3 writes RGB (Planar Configuration 0).
+        1 writes MONOCHROME2 (Multi-frame Grayscale Byte or Word SC), 3 writes
+        RGB with Planar Configuration 0 (Multi-frame True Color SC, which
+        strictly allows 8 bits only; 16-bit RGB is for testing readers).
     bits_allocated : {8, 16}
         Bits Allocated; Bits Stored equals it, pixels are unsigned.
     syntax : {"rle", "native", "jpegls", "j2k"}
         RLE Lossless, Explicit VR Little Endian, JPEG-LS Lossless or JPEG 2000
-        Lossless (no colour transform). HTJ2K is not available: no installed
-        encoder writes it.
+        Lossless (no colour transform; frames of at least 32x32). HTJ2K is not
+        available: no installed encoder writes it.
     offset_table : {"bot", "eot", "none"}
         For encapsulated syntaxes: a filled Basic Offset Table, an empty BOT
         plus the Extended Offset Table (7FE0,0001) and its lengths (7FE0,0002),
@@ -304,8 +304,10 @@ def write_sample(
     Raises
     ------
     ValueError
-        For an unknown syntax or offset table, a combination DICOM forbids, or
-        native pixel data too large for a defined length (4 GiB).
+        For an unknown syntax or offset table, a combination DICOM forbids,
+        native pixel data too large for a defined length (4 GiB), or frames an
+        encoder refuses (JPEG 2000 needs 32x32, JPEG-LS more than 4x4). No
+        partial file is left behind.
     """
     path = os.fspath(path)
     if syntax not in TRANSFER_SYNTAXES:
@@ -316,12 +318,19 @@ def write_sample(
         raise ValueError("samples_per_pixel must be 1 or 3 and bits_allocated 8 or 16")
     if frames < 1 or not 0 < rows < 65536 or not 0 < columns < 65536:
         raise ValueError(f"need at least one frame of at least 1x1 pixels, not {frames} of {rows}x{columns}")
+    if syntax == "j2k" and min(rows, columns) < 32:
+        raise ValueError(f"the JPEG 2000 encoder (6 resolution levels) needs frames of at least 32x32, not {rows}x{columns}")
     if fragments_per_frame < 1:
         raise ValueError("fragments_per_frame must be at least 1")
     if fragments_per_frame > 1 and syntax in ("rle", "native"):
         raise ValueError(f"{syntax} frames cannot be split into fragments")
     if fragments_per_frame > 1 and offset_table == "eot":
         raise ValueError("the Extended Offset Table requires exactly one fragment per frame")
+    frame_bytes = rows * columns * samples_per_pixel * bits_allocated // 8
+    if syntax == "native" and frames * frame_bytes > _MAX_LENGTH:
+        raise ValueError(f"{frames * frame_bytes} bytes of native Pixel Data exceed the 4 GiB limit of a defined length")
+    if syntax != "native" and 8 * frames > _MAX_LENGTH:
+        raise ValueError(f"{frames} frames are too many for an offset table")
 
     if samples_per_pixel == 3:
         sop_class = _SC_TRUE_COLOR
@@ -333,15 +342,20 @@ def write_sample(
     def make(i: int) -> np.ndarray:
         return sample_frame(i, rows, columns, samples_per_pixel, bits_allocated, seed)
 
-    with open(path, "wb") as f:
-        f.write(_file_meta(sop_class, sop_instance, uid))
-        f.write(_image_attributes(sop_class, sop_instance, frames, rows, columns, samples_per_pixel, bits_allocated))
-        if syntax == "native":
-            frame_bytes = rows * columns * samples_per_pixel * bits_allocated // 8
-            _write_native(f, frames, make, frame_bytes, bits_allocated)
-        else:
-            encode = _encoder(syntax, rows, columns, samples_per_pixel, bits_allocated)
-            _write_encapsulated(f, frames, make, encode, offset_table, fragments_per_frame)
+    encode = None if syntax == "native" else _encoder(syntax, rows, columns, samples_per_pixel, bits_allocated)
+    try:
+        with open(path, "wb") as f:
+            f.write(_file_meta(sop_class, sop_instance, uid))
+            f.write(_image_attributes(sop_class, sop_instance, frames, rows, columns, samples_per_pixel, bits_allocated))
+            if encode is None:
+                _write_native(f, frames, make, frame_bytes, bits_allocated)
+            else:
+                _write_encapsulated(f, frames, make, encode, offset_table, fragments_per_frame)
+    except BaseException:
+        # Never leave a partial file that looks like a sample.
+        if os.path.exists(path):
+            os.unlink(path)
+        raise
     return path
 
 

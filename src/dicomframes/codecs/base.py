@@ -21,6 +21,8 @@ class FrameContext:
     pixel_representation: int
     photometric_interpretation: str
     planar_configuration: int
+    #: the caller wants YCbCr converted to RGB (a codec may do it itself)
+    as_rgb: bool = True
 
 
 @dataclass

@@ -22,13 +22,24 @@ def _as_decoded(arr: np.ndarray, planar: int | None = 0) -> Decoded:
 def _jpeg(src: bytes, ctx: FrameContext, params) -> Decoded:
     import imagecodecs
 
-    # No colour conversion in the codec: Pixels converts exactly as pydicom does.
     space = "YCBCR" if params.get("components", ctx.samples_per_pixel) == 3 else "GRAYSCALE"
+    out_space, pi = space, None
+    if (
+        space == "YCBCR" and params.get("dct") and ctx.as_rgb
+        and ctx.photometric_interpretation in ("YBR_FULL", "YBR_FULL_422")
+    ):
+        # libjpeg-turbo's integer YCbCr->RGB costs a fraction of pydicom's float
+        # conversion; it differs from it by at most 1, within the lossy tolerance.
+        out_space, pi = "RGB", "RGB"
     try:
-        arr = imagecodecs.jpeg8_decode(src, colorspace=space, outcolorspace=space)
+        arr = imagecodecs.jpeg8_decode(src, colorspace=space, outcolorspace=out_space)
     except Exception:
+        if pi is not None:
+            raise
         arr = imagecodecs.jpeg_decode(src)  # other processes (e.g. lossless with odd precision)
-    return _as_decoded(arr)
+    decoded = _as_decoded(arr)
+    decoded.photometric_interpretation = pi
+    return decoded
 
 
 def _jpegls(src: bytes, ctx: FrameContext, params) -> Decoded:

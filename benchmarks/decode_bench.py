@@ -1,0 +1,224 @@
+"""Decode throughput and memory: dicomframes vs pydicom vs highdicom vs the decode floor.
+
+Generates WSI-like multi-frame files (RGB tiles with texture) in several
+transfer syntaxes, then measures, each in a fresh process so peak RSS is its own:
+
+- dicomframes with the required packages only (decoder="pylibjpeg"), 1 and all workers
+- dicomframes with imagecodecs (the [fast] extra), 1 and all workers
+- pydicom.pixels.iter_pixels(path)
+- highdicom lazy frame retrieval (imread(..., lazy_frame_retrieval=True).get_frame)
+- the decode floor: the fastest installed decoder alone on bytes already in memory, one thread
+
+Usage:  python benchmarks/decode_bench.py [--frames 2000] [--tiles 256 512] [--codecs jpeg j2k ...]
+Needs: pydicom, imagecodecs (to write JPEG baseline / HTJ2K files); highdicom optional.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+CODECS = {
+    # name: (transfer syntax, photometric interpretation)
+    "jpeg": ("1.2.840.10008.1.2.4.50", "YBR_FULL_422"),
+    "j2k": ("1.2.840.10008.1.2.4.90", "RGB"),
+    "htj2k": ("1.2.840.10008.1.2.4.201", "RGB"),
+    "jpegls": ("1.2.840.10008.1.2.4.80", "RGB"),
+    "rle": ("1.2.840.10008.1.2.5", "RGB"),
+    "native": ("1.2.840.10008.1.2.1", "RGB"),
+}
+
+
+def tile(size: int, k: int, rng) -> np.ndarray:
+    """A tissue-like RGB tile: smooth blobs, stain colours, fine noise."""
+    y, x = np.mgrid[0:size, 0:size] / size
+    phase = k * 0.37
+    base = 0.5 + 0.25 * np.sin(6 * x + phase) * np.cos(5 * y - phase) + 0.15 * np.sin(23 * (x + y) + phase)
+    noise = rng.normal(0, 0.04, (size, size))
+    v = np.clip(base + noise, 0, 1)
+    rgb = np.stack([230 - 90 * v, 200 - 150 * v, 220 - 60 * v], axis=-1)
+    return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
+def encode(codec: str, img: np.ndarray) -> bytes:
+    import imagecodecs
+
+    if codec == "jpeg":
+        return imagecodecs.jpeg8_encode(img, level=90, colorspace="RGB", outcolorspace="YCBCR", subsampling="422")
+    if codec == "j2k":
+        from openjpeg.utils import encode_array
+
+        return encode_array(img, photometric_interpretation=1, use_mct=False)
+    if codec == "htj2k":
+        return imagecodecs.htj2k_encode(img, reversible=True)
+    if codec == "jpegls":
+        return imagecodecs.jpegls_encode(img)
+    if codec == "rle":
+        from rle.utils import encode_pixel_data
+
+        return encode_pixel_data(
+            img.tobytes(), rows=img.shape[0], columns=img.shape[1], samples_per_pixel=3, bits_allocated=8
+        )
+    raise ValueError(codec)
+
+
+def write(path: str, codec: str, frames: int, size: int) -> None:
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import generate_uid
+
+    uid, pi = CODECS[codec]
+    rng = np.random.default_rng(0)
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = uid
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.77.1.6"
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+    ds.Rows = ds.Columns = size
+    ds.SamplesPerPixel = 3
+    ds.PhotometricInterpretation = pi if codec != "native" else "RGB"
+    ds.PlanarConfiguration = 0
+    ds.NumberOfFrames = frames
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    imgs = [tile(size, k % 64, rng) for k in range(min(frames, 64))]
+    if codec == "native":
+        ds.PixelData = b"".join(imgs[k % 64].tobytes() for k in range(frames))
+    else:
+        streams = [encode(codec, im) for im in imgs]
+        ds.PixelData = encapsulate([streams[k % 64] for k in range(frames)], has_bot=True)
+        ds["PixelData"].VR = "OB"
+    ds.save_as(path, enforce_file_format=True)
+
+
+# -- measurements, each run in its own process -------------------------------------------
+def run_one(kind: str, path: str, workers: int) -> dict:
+    start = time.perf_counter()
+    n = 0
+    if kind.startswith("dicomframes"):
+        import dicomframes
+
+        decoder = "pylibjpeg" if kind == "dicomframes" else "imagecodecs"
+        with dicomframes.open(path, decoder=decoder, workers=workers) as reader:
+            if reader.header.transfer_syntax.codec == "native":
+                decoder = None
+            for frame in reader:
+                n += 1
+    elif kind == "pydicom":
+        from pydicom.pixels import iter_pixels
+
+        for frame in iter_pixels(path):
+            n += 1
+    elif kind == "highdicom":
+        import highdicom
+
+        im = highdicom.imread(path, lazy_frame_retrieval=True)
+        for i in range(1, im.number_of_frames + 1):
+            im.get_frame(i)
+            n += 1
+    elif kind == "floor":
+        import dicomframes
+        from dicomframes import codecs
+
+        with dicomframes.open(path) as reader:
+            streams = [reader.encoded_frame(i) for i in range(len(reader))]
+            backend = reader.backend
+            ctx = reader.format.context({}, as_rgb=False)
+        start = time.perf_counter()
+        if backend is None:
+            for s in streams:
+                np.frombuffer(s, np.uint8).copy()
+                n += 1
+        else:
+            for s in streams:
+                backend.decode(s, ctx, {"components": 3, "reversible": True})
+                n += 1
+    seconds = time.perf_counter() - start
+    own = _peak_rss_mb()
+    # ru_maxrss of children: the largest worker process (if any was started)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"frames": n, "seconds": seconds, "rss_mb": own, "worker_rss_mb": kids}
+
+
+def _peak_rss_mb() -> float:
+    # VmHWM restarts at exec; ru_maxrss would include the parent that forked us.
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure(kind: str, path: str, workers: int) -> dict | None:
+    cmd = [sys.executable, __file__, "--run-one", kind, path, str(workers)]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode:
+        return {"error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "failed"}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--frames", type=int, default=2000)
+    ap.add_argument("--tiles", type=int, nargs="+", default=[256, 512])
+    ap.add_argument("--codecs", nargs="+", default=list(CODECS))
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--skip", nargs="*", default=[], help="kinds to skip, e.g. highdicom")
+    ap.add_argument("--markdown", help="also write the table to this file")
+    ap.add_argument("--run-one", nargs=3, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.run_one:
+        kind, path, workers = args.run_one
+        print(json.dumps(run_one(kind, path, int(workers))))
+        return
+
+    kinds = [
+        ("floor", 1), ("pydicom", 1), ("highdicom", 1),
+        ("dicomframes", 1), ("dicomframes", args.workers),
+        ("dicomframes[fast]", 1), ("dicomframes[fast]", args.workers),
+    ]
+    kinds = [k for k in kinds if k[0] not in args.skip]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in args.tiles:
+            frames = args.frames if size <= 256 else max(1, args.frames // 4)
+            for codec in args.codecs:
+                path = os.path.join(tmp, f"{codec}_{size}.dcm")
+                write(path, codec, frames, size)
+                results = {f"{k}/{w}": measure(k, path, w) for k, w in kinds}
+                fps = {k: (r["frames"] / r["seconds"] if r and "frames" in r and r["seconds"] else None) for k, r in results.items()}
+                for key, r in results.items():
+                    rows.append((f"{codec} {size}px x{frames}", key, r, fps[key], fps.get("pydicom/1"), fps.get("floor/1")))
+                os.remove(path)
+    lines = [
+        "| file | reader / workers | frames/s | x pydicom | x floor | peak RSS MB (main) | workers' RSS MB |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, key, r, f, pyd, floor in rows:
+        if not r or "error" in r:
+            lines.append(f"| {name} | {key} | error: {r.get('error') if r else ''} | | | | |")
+            continue
+        ratio = f"{f / pyd:.2f}" if pyd else ""
+        fl = f"{f / floor:.2f}" if floor else ""
+        kids = f"{r['worker_rss_mb']:.0f}" if r["worker_rss_mb"] else ""
+        lines.append(f"| {name} | {key} | {f:,.0f} | {ratio} | {fl} | {r['rss_mb']:.0f} | {kids} |")
+    table = "\n".join(lines)
+    print(table)
+    if args.markdown:
+        with open(args.markdown, "w") as fh:
+            fh.write(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
