@@ -84,10 +84,14 @@ def cmd_frames(args) -> int:
 def cmd_sample(args) -> int:
     from .samples import write_sample
 
-    path = write_sample(
-        args.out, frames=args.frames, rows=args.rows, columns=args.columns,
-        samples_per_pixel=args.samples, syntax=args.syntax, offset_table=args.offset_table,
-    )
+    try:
+        path = write_sample(
+            args.out, frames=args.frames, rows=args.rows, columns=args.columns,
+            samples_per_pixel=args.samples, syntax=args.syntax, offset_table=args.offset_table,
+        )
+    except ValueError as exc:
+        print(f"dicomframes sample: error: {exc}", file=sys.stderr)
+        return 2
     print(path)
     return 0
 
@@ -119,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", type=int, default=256)
     p.add_argument("--columns", type=int, default=256)
     p.add_argument("--samples", type=int, default=1, choices=(1, 3))
-    p.add_argument("--syntax", default="rle", help="native, rle, jpegls, j2k")
+    p.add_argument("--syntax", default="rle", choices=("native", "rle", "jpegls", "j2k"))
     p.add_argument("--offset-table", default="bot", choices=("bot", "eot", "none"))
     p.set_defaults(func=cmd_sample)
     return parser
