@@ -85,3 +85,12 @@ def j2k_parameters(src: bytes) -> dict[str, Any]:
         }
     except (IndexError, struct.error):
         return {}
+
+
+def rle_parameters(src: bytes) -> dict[str, Any]:
+    """The RLE header (PS3.5 G.5): segment count and offsets; {} if too short."""
+    if len(src) < 64:
+        return {}
+    header = struct.unpack("<16I", src[:64])
+    count = header[0]
+    return {"segments": count, "offsets": list(header[1 : 1 + min(count, 15)]), "length": len(src)}

@@ -17,23 +17,28 @@ from .pixels import PixelFormat
 def decode_span(
     fmt: PixelFormat, backend: codecs.Backend | None, span: FrameSpan, data: bytes, as_rgb: bool
 ) -> np.ndarray:
-    """Decode the bytes of `span` (as read from the data set source)."""
-    if not fmt.ts.encapsulated:
-        return fmt.from_native(data, span, as_rgb)
-    src = bytes(unwrap(span, data, fmt.name))
-    params = fmt.codestream_parameters(src)
-    fmt.check_codestream(params, span.frame)
-    assert backend is not None
+    """Decode the bytes of `span` (as read from the data set source).
+
+    Whatever goes wrong with hostile bytes surfaces as a `DecodeError` naming
+    the frame; nothing else escapes (MemoryError and interrupts aside).
+    """
+    name = fmt.name if backend is None else backend.name
     try:
+        if not fmt.ts.encapsulated:
+            return fmt.from_native(data, span, as_rgb)
+        src = bytes(unwrap(span, data, fmt.name))
+        params = fmt.codestream_parameters(src)
+        fmt.check_codestream(params, span.frame)
+        assert backend is not None
         decoded = backend.decode(src, fmt.context(params, as_rgb), params)
-    except DicomFramesError:
+        return fmt.from_decoded(decoded, params, span.frame, as_rgb)
+    except (DicomFramesError, MemoryError, KeyboardInterrupt, SystemExit, GeneratorExit):
         raise
-    except Exception as exc:
+    except BaseException as exc:  # also Rust panics from pylibjpeg-rle (a BaseException)
         raise DecodeError(
-            f"{backend.name} could not decode the frame: {exc}",
+            f"{name} could not decode the frame: {type(exc).__name__}: {exc}",
             path=fmt.name, frame=span.frame, offset=span.offset,
         ) from exc
-    return fmt.from_decoded(decoded, params, span.frame, as_rgb)
 
 
 # -- worker processes ------------------------------------------------------------

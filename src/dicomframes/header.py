@@ -107,6 +107,10 @@ class Header:
     explicit_vr: bool = True
     extended_offsets: np.ndarray | None = None
     extended_lengths: np.ndarray | None = None
+    #: bytes from `pixel_offset` on that the header's reads already fetched (the
+    #: offset tables, often the first frames); the frame index takes them over
+    #: (and empties this field) so that opening costs no extra request
+    pixel_head: bytes = field(default=b"", repr=False, compare=False)
 
     def get(self, keyword: str, default: Any = None) -> Any:
         return self.values.get(keyword, default)
@@ -244,6 +248,9 @@ class _Parser:
                 vr_text = implicit_vr
             if keyword.startswith("ExtendedOffset"):
                 frames = header.values.get("NumberOfFrames") or 1
+                if self.source.size is None and length > 1 << 28:
+                    # Deflated: no file size to check the length against; don't inflate gigabytes for it.
+                    raise self.error(InvalidFileError, f"{keyword} claims {length} bytes", start)
                 if length != 8 * frames:
                     raise self.error(
                         InvalidFileError,
@@ -333,6 +340,7 @@ def parse_header(source: Source, first_read: int = 64 * 1024) -> tuple[Header, S
     except struct.error as exc:  # pragma: no cover - guarded by exact reads
         raise InvalidFileError(str(exc), path=name) from exc
     _finish(header, parser)
+    header.pixel_head = parser.cur.buffered_from(header.pixel_offset)
     return header, data_source
 
 

@@ -15,12 +15,25 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from .errors import TruncatedFileError
+from .errors import DecodeError, DicomFramesError, TruncatedFileError
 from .fetcher import FetchPolicy, fetch
 from .frame_index import FrameSpan
 from .sources import Source
 
 DecodeFn = Callable[[FrameSpan, bytes], np.ndarray]
+
+
+def _result(span: FrameSpan, future: Future, name: str) -> np.ndarray:
+    """A worker's frame; a worker that died (a codec crashed it) is a DecodeError."""
+    try:
+        return future.result()
+    except (DicomFramesError, KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except BaseException as exc:
+        raise DecodeError(
+            f"the decoding worker failed: {type(exc).__name__}: {exc}",
+            path=name, frame=span.frame, offset=span.offset,
+        ) from exc
 
 
 class _Failed:
@@ -123,18 +136,19 @@ def iterate(
                     running.append(item)
                 else:
                     span, data = item
-                    running.append(pool.submit(decode, span, bytes(data) if pickled else data))
+                    running.append((span, pool.submit(decode, span, bytes(data) if pickled else data)))
             if not running:
                 return
             item = running.popleft()
             if isinstance(item, _Failed):
                 raise item.exc
-            yield item.result() if isinstance(item, Future) else decode(*item)
+            span, work = item
+            yield _result(span, work, source.name) if isinstance(work, Future) else decode(span, work)
     finally:
         exhausted = True
-        for f in list(running):
-            if isinstance(f, Future):
-                f.cancel()
+        for item in list(running):
+            if not isinstance(item, _Failed) and isinstance(item[1], Future):
+                item[1].cancel()
         for f in fetches:
             f.cancel()
         fetcher.shutdown(wait=True, cancel_futures=True)

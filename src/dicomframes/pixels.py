@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .codecs import Decoded, FrameContext
-from .codestream import j2k_parameters, jpeg_parameters
+from .codestream import j2k_parameters, jpeg_parameters, rle_parameters
 from .errors import DecodeError, InvalidFileError
 from .frame_index import FrameSpan
 from .header import Header
@@ -235,10 +235,27 @@ class PixelFormat:
             return j2k_parameters(src)
         if codec in ("jpeg", "jpegls"):
             return jpeg_parameters(src)
+        if codec == "rle":
+            return rle_parameters(src)
         return {}
 
     def check_codestream(self, params: dict, frame: int) -> None:
         """Refuse a codestream whose size disagrees with the header before decoding it."""
+        if self.ts.codec == "rle":
+            # Decoders trust these offsets; a corrupt header crashed one of them.
+            expected = self.samples_per_pixel * max(1, self.bits_allocated // 8)
+            offsets = params.get("offsets", [])
+            ok = (
+                params.get("segments") == expected and offsets and offsets[0] == 64
+                and all(a < b for a, b in zip(offsets, offsets[1:])) and offsets[-1] < params["length"]
+            )
+            if not ok:
+                raise DecodeError(
+                    f"the RLE header is invalid: {params.get('segments')} segments at {offsets} "
+                    f"(expected {expected} segments in {params.get('length', 0)} bytes)",
+                    path=self.name, frame=frame,
+                )
+            return
         height, width = params.get("height"), params.get("width")
         if height and width and (height, width) != (self.rows, self.columns):
             raise DecodeError(

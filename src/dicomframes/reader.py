@@ -10,7 +10,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from . import codecs
-from .errors import InvalidFileError
+from .errors import DicomFramesError, InvalidFileError
 from .decode import decode_in_worker, decode_span
 from .fetcher import FetchPolicy
 from .frame_index import EncapsulatedFrameIndex, FrameIndex, FrameSpan, NativeFrameIndex, unwrap
@@ -87,9 +87,12 @@ class Reader:
             self.header, self._data_source = parse_header(source, source.header_block)
             self.format = PixelFormat.from_header(self.header)
             self.index = self._build_index(self.header, source.walk_block)
-        except BaseException:
+        except (DicomFramesError, MemoryError, KeyboardInterrupt):
             source.close()
             raise
+        except Exception as exc:  # hostile bytes: never let another type escape
+            source.close()
+            raise InvalidFileError(f"cannot parse the header: {type(exc).__name__}: {exc}", path=source.name) from exc
         self._backend: codecs.Backend | None = None
 
     def _build_index(self, header: Header, block: int) -> FrameIndex:
@@ -265,3 +268,25 @@ class Reader:
             f"<dicomframes.Reader {self.path!r}: {len(self)} frames of {f.shape} {f.dtype}, "
             f"{self.header.transfer_syntax.name}, index {self.index.kind}>"
         )
+
+    # -- whole-slide images (wsi.py) -------------------------------------------------
+    @property
+    def tile_geometry(self):
+        """Where each frame lies in the total pixel matrix: a `wsi.TileGeometry`."""
+        from . import wsi
+
+        return wsi.geometry_of(self)
+
+    def iter_tiles(self, focal_plane: int | None = None, optical_path: int | None = None):
+        """Yield ``(TilePosition, tile)`` for every tile (of one focal plane / optical path)."""
+        from . import wsi
+
+        self._check_open()
+        return wsi.iter_tiles(self, focal_plane, optical_path)
+
+    def read_region(self, location, size, *, focal_plane: int = 0, optical_path: int = 0, background=None) -> np.ndarray:
+        """The (width, height) `size` region at `location` (x, y) of the total pixel matrix."""
+        from . import wsi
+
+        self._check_open()
+        return wsi.read_region(self, location, size, focal_plane=focal_plane, optical_path=optical_path, background=background)

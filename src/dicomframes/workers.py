@@ -39,7 +39,8 @@ class ProcessPool:
         self._executor: ProcessPoolExecutor | None = None
 
     def executor(self, workers: int) -> ProcessPoolExecutor:
-        if self._executor is None or workers != self.workers:
+        broken = self._executor is not None and getattr(self._executor, "_broken", False)
+        if self._executor is None or workers != self.workers or broken:
             self.shutdown()
             self.workers = workers
             self._executor = ProcessPoolExecutor(workers, mp_context=_context())

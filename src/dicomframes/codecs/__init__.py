@@ -12,11 +12,11 @@ from ..errors import MissingDecoderError, UnsupportedTransferSyntaxError
 from ..syntaxes import TransferSyntax
 from .base import Backend, Decoded, FrameContext
 from .builtin import BUILTIN_BACKENDS
-from .imagecodecs_backend import IMAGECODECS_BACKENDS
+from .imagecodecs_backend import IMAGECODECS_BACKENDS, IMAGECODECS_RLE
 
 # Preference order: the first available backend for a syntax is the default
 # (imagecodecs, where installed, is the faster one).
-_BACKENDS: list[Backend] = list(IMAGECODECS_BACKENDS) + list(BUILTIN_BACKENDS)
+_BACKENDS: list[Backend] = list(IMAGECODECS_BACKENDS) + list(BUILTIN_BACKENDS) + [IMAGECODECS_RLE]
 
 
 def register(backend: Backend, first: bool = False) -> None:

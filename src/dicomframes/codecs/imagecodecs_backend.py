@@ -82,5 +82,7 @@ IMAGECODECS_BACKENDS = [
     Backend("imagecodecs", frozenset({"jpegls"}), _PKG, _MOD, _jpegls, releases_gil=True),
     Backend("imagecodecs", frozenset({"j2k"}), _PKG, _MOD, _j2k, releases_gil=True),
     Backend("imagecodecs", frozenset({"htj2k"}), _PKG, _MOD, _htj2k, releases_gil=True),
-    Backend("imagecodecs", frozenset({"rle"}), _PKG, _MOD, _rle, releases_gil=True),
 ]
+# RLE: no faster than pylibjpeg-rle in our measurements, and it crashed on a
+# corrupt segment; available by name (decoder="imagecodecs"), never the default.
+IMAGECODECS_RLE = Backend("imagecodecs", frozenset({"rle"}), _PKG, _MOD, _rle, releases_gil=True)
