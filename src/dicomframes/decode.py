@@ -32,7 +32,11 @@ def decode_span(
         assert backend is not None
         decoded = backend.decode(src, fmt.context(params, as_rgb), params)
         return fmt.from_decoded(decoded, params, span.frame, as_rgb)
-    except (DicomFramesError, MemoryError, KeyboardInterrupt, SystemExit, GeneratorExit):
+    except DicomFramesError as exc:
+        if exc.offset is None:  # name where the frame's bytes are
+            exc.offset = span.offset
+        raise
+    except (MemoryError, KeyboardInterrupt, SystemExit, GeneratorExit):
         raise
     except BaseException as exc:  # also Rust panics from pylibjpeg-rle (a BaseException)
         raise DecodeError(

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
-from .errors import TruncatedFileError
+from .cursor import BlockCache, read_through
+from .errors import StorageError, TruncatedFileError
 from .frame_index import FrameSpan
 from .sources import Source
 
@@ -21,10 +22,10 @@ class FetchPolicy:
     #: merge two spans when at most this many unwanted bytes lie between them
     max_gap: int = 0
     #: never merge into a request larger than this
-    max_request: int = 16 << 20
+    max_request: int = 8 << 20
     #: frames per batch are bounded by this many encoded bytes (and `max_frames`)
-    batch_bytes: int = 32 << 20
-    max_frames: int = 256
+    batch_bytes: int = 8 << 20
+    max_frames: int = 64
 
 
 def plan(spans: list[FrameSpan], policy: FetchPolicy) -> list[tuple[int, int, list[FrameSpan]]]:
@@ -42,10 +43,24 @@ def plan(spans: list[FrameSpan], policy: FetchPolicy) -> list[tuple[int, int, li
     return requests
 
 
-def fetch(source: Source, spans: list[FrameSpan], policy: FetchPolicy) -> dict[FrameSpan, bytes]:
-    """The bytes of each span, read with as few requests as the policy allows."""
+def fetch(
+    source: Source, spans: list[FrameSpan], policy: FetchPolicy, cache: BlockCache | None = None
+) -> dict[FrameSpan, bytes]:
+    """The bytes of each span, read with as few requests as the policy allows.
+
+    Bytes the frame index already holds (``source.block_cache``, or `cache`:
+    blocks of the walk over item headers, the bytes that came with the
+    header) are taken from there; only the rest is requested. A failed read
+    raises `StorageError` naming the frame, a short one `TruncatedFileError`:
+    never a partial frame.
+    """
+    if cache is None:
+        cache = getattr(source, "block_cache", None)
     requests = plan(spans, policy)
-    blobs = source.read_ranges([(off, size) for off, size, _ in requests])
+    try:
+        blobs = read_through(source, cache, [(off, size) for off, size, _ in requests])
+    except StorageError as exc:
+        raise _name_frames(exc, requests) from None
     out: dict[FrameSpan, bytes] = {}
     for (off, size, members), blob in zip(requests, blobs):
         view = memoryview(blob)
@@ -58,7 +73,26 @@ def fetch(source: Source, spans: list[FrameSpan], policy: FetchPolicy) -> dict[F
                     f"but the file ends at {off + len(blob)}",
                     path=source.name, frame=span.frame, offset=span.offset,
                 )
-            out[span] = blob if (rel == 0 and len(blob) == span.length) else bytes(data)
+            # A view, not a copy: the request's bytes are held once, until its frames are used.
+            out[span] = blob if (rel == 0 and len(blob) == span.length) else data
+    return out
+
+
+def _name_frames(exc: StorageError, requests: list[tuple[int, int, list[FrameSpan]]]) -> StorageError:
+    """`exc` naming the (first) frame whose bytes the failed range held."""
+    if exc.frame is not None:
+        return exc
+    lo, n = getattr(exc, "byte_range", (exc.offset, 1) if exc.offset is not None else (None, 0))
+    if lo is None:
+        return exc
+    hit = [s.frame for _, _, members in requests for s in members if s.offset < lo + max(n, 1) and lo < s.offset + s.length]
+    if not hit:
+        return exc
+    message = exc.message
+    if len(hit) > 1:
+        message += f" (the range holds frames {min(hit)}..{max(hit)})"
+    out = StorageError(message, path=exc.path, frame=min(hit), offset=exc.offset, hint=exc.hint)
+    out.byte_range = (lo, n)  # type: ignore[attr-defined]
     return out
 
 

@@ -14,12 +14,35 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .cursor import Cursor
-from .errors import FrameIndexError, TruncatedFileError
+from .cursor import BlockCache, Cursor, read_through
+from .errors import FrameIndexError, StorageError, TruncatedFileError
 from .header import ITEM, SEQUENCE_DELIMITER, Header
 from .sources import Source
 
 _ITEM_HEADER = struct.Struct("<HHI")
+#: the walk reads this much at an item header when fragments are large
+_SMALL_WALK_READ = 64 * 1024
+
+
+def cache_capacity(source: Source, block: int) -> int:
+    """Bytes of blocks an index keeps for `source` (see `BlockCache`).
+
+    Enough for the walk to run one fetch batch (and a block or two) ahead of
+    the fetches that consume its blocks, so a file iterated in order is read
+    once; never more than 64 walk blocks (4 MiB for a local file).
+    """
+    batch = source.fetch_policy().batch_bytes
+    return max(4 * block, min(2 * batch + 2 * block, 64 * block))
+
+
+def _with_frame(exc: StorageError, frame: int) -> StorageError:
+    """`exc` naming `frame`, where it names none."""
+    if exc.frame is not None:
+        return exc
+    out = StorageError(exc.message, path=exc.path, frame=frame, offset=exc.offset, hint=exc.hint)
+    if hasattr(exc, "byte_range"):
+        out.byte_range = exc.byte_range  # type: ignore[attr-defined]
+    return out
 
 
 @dataclass(frozen=True)
@@ -75,15 +98,54 @@ def unwrap(span: FrameSpan, data: bytes, name: str) -> bytes:
 
 
 class FrameIndex:
-    """Frame number -> `FrameSpan`."""
+    """Frame number -> `FrameSpan`.
+
+    An index keeps a small `BlockCache` of bytes already read from its source:
+    the bytes after the Pixel Data element that came with the header
+    (`Header.pixel_head`, taken over here) and the blocks of the walk over item
+    headers. It is attached to the source as ``source.block_cache``, where
+    `dicomframes.fetcher.fetch` finds it, so those bytes are not fetched twice.
+    """
 
     kind: str = ""
 
-    def __init__(self, header: Header, source: Source, number_of_frames: int) -> None:
+    def __init__(self, header: Header, source: Source, number_of_frames: int, block: int = 64 * 1024) -> None:
         self.header = header
         self.source = source
         self.name = header.name
         self.number_of_frames = number_of_frames
+        self.block = block
+        head = header.pixel_head
+        capacity = max(cache_capacity(source, block), len(head))
+        cache = getattr(source, "block_cache", None)
+        if isinstance(cache, BlockCache):
+            cache.capacity = max(cache.capacity, capacity)  # the source's own (bytes it read)
+        else:
+            cache = BlockCache(capacity)
+        self.cache = cache
+        if head:
+            self.cache.add(header.pixel_offset, head)
+            header.pixel_head = b""  # taken over: keep the header small to pickle
+        self._attach(source)
+
+    def _attach(self, source: Source) -> None:
+        try:
+            source.block_cache = self.cache  # type: ignore[attr-defined]
+        except AttributeError:  # pragma: no cover - a source with __slots__
+            pass
+
+    def read(self, offset: int, size: int, frame: int | None = None) -> bytes:
+        """Exactly `size` bytes at `offset`, from the cache where it holds them."""
+        try:
+            data = read_through(self.source, self.cache, [(offset, size)])[0]
+        except StorageError as exc:
+            raise (exc if frame is None else _with_frame(exc, frame)) from None
+        if len(data) != size:
+            raise TruncatedFileError(
+                f"expected {size} bytes but the file ends after {len(data)}",
+                path=self.name, frame=frame, offset=offset,
+            )
+        return data
 
     def __len__(self) -> int:
         return self.number_of_frames
@@ -98,23 +160,27 @@ class FrameIndex:
     def bind(self, source: Source) -> None:
         """Attach a (re)opened source after unpickling."""
         self.source = source
+        self._attach(source)
 
     def __getstate__(self):
         state = self.__dict__.copy()
         state["source"] = None
         state.pop("_lock", None)
+        state.pop("_cursor", None)  # holds a source and a block of bytes
         return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._lock = threading.Lock()
+        if "_walk_pos" in state:
+            self._cursor = None
 
 
 class NativeFrameIndex(FrameIndex):
     kind = "native"
 
     def __init__(self, header: Header, source: Source, number_of_frames: int, frame_bits: int, be_swap: bool) -> None:
-        super().__init__(header, source, number_of_frames)
+        super().__init__(header, source, number_of_frames, source.walk_block)
         self.frame_bits = frame_bits
         self.be_swap = be_swap
         self._lock = threading.Lock()
@@ -160,12 +226,12 @@ class EncapsulatedFrameIndex(FrameIndex):
     """Frames of encapsulated pixel data, from EOT, BOT, or a walk over item headers."""
 
     def __init__(self, header: Header, source: Source, number_of_frames: int, start_markers: tuple[bytes, ...], block: int = 64 * 1024) -> None:
-        super().__init__(header, source, number_of_frames)
+        super().__init__(header, source, number_of_frames, block)
         self._lock = threading.Lock()
         self.start_markers = start_markers
-        self.block = block
         name = header.name
-        first = source.read_exact(header.pixel_offset, 8)
+        # The item header and the BOT usually came with the header's first read.
+        first = self.read(header.pixel_offset, 8)
         group, elem, bot_length = _ITEM_HEADER.unpack(first)
         if (group << 16 | elem) != ITEM:
             raise FrameIndexError(
@@ -186,7 +252,7 @@ class EncapsulatedFrameIndex(FrameIndex):
             if (header.extended_offsets > (1 << 62)).any() or (self.lengths < 0).any():
                 raise FrameIndexError("the Extended Offset Table holds impossible offsets", path=name, offset=header.pixel_offset)
         elif bot_length and bot_length // 4 == number_of_frames:
-            raw = np.frombuffer(source.read_exact(header.pixel_offset + 8, bot_length), dtype="<u4").astype(np.int64)
+            raw = np.frombuffer(self.read(header.pixel_offset + 8, bot_length), dtype="<u4").astype(np.int64)
             # Offsets past 4 GiB wrap around in 32 bits: add 2**32 at every step down.
             wraps = np.concatenate([[0], np.cumsum(np.diff(raw) < 0)])
             unwrapped = raw + (wraps << 32)
@@ -206,6 +272,7 @@ class EncapsulatedFrameIndex(FrameIndex):
         self._walk_done = False
         self._walk_error: Exception | None = None
         self._bot_last_end: int | None = None
+        self._last_fragment = 0  # length of the last fragment walked
 
     # -- the walk --------------------------------------------------------------
     def _walk_step(self) -> bool:
@@ -213,8 +280,12 @@ class EncapsulatedFrameIndex(FrameIndex):
         if self._walk_done:
             return False
         if self._cursor is None or self._cursor.source is not self.source:
-            self._cursor = Cursor(self.source, self._walk_pos, self.block)
+            self._cursor = Cursor(self.source, self._walk_pos, self.block, self.cache)
         cur = self._cursor
+        # Read ahead in large blocks while fragments are small (few requests
+        # for many headers; the blocks are reused by the fetches); when they
+        # are large, each header costs a request anyway: read only a little.
+        cur.block = self.block if self._last_fragment < self.block // 2 else min(self.block, _SMALL_WALK_READ)
         pos = cur.pos
         head = cur.peek(8)
         if len(head) < 8:
@@ -249,6 +320,7 @@ class EncapsulatedFrameIndex(FrameIndex):
             self._frame_starts.append(n)
         self._frag_offsets.append(pos)
         self._frag_lengths.append(length)
+        self._last_fragment = length
         cur.skip(8 + length)
         self._walk_pos = cur.pos
         size = self.source.size
@@ -273,7 +345,10 @@ class EncapsulatedFrameIndex(FrameIndex):
                 self._frame_starts.append(k)
 
     def _walked_span(self, i: int) -> FrameSpan:
-        self._walk_until(i)
+        try:
+            self._walk_until(i)
+        except StorageError as exc:
+            raise _with_frame(exc, i) from None
         starts = self._frame_starts
         if i >= starts.n:
             if self._walk_error is not None:
@@ -304,15 +379,23 @@ class EncapsulatedFrameIndex(FrameIndex):
                 if i + 1 < self.number_of_frames:
                     end = int(self.offsets[i + 1])
                 else:
-                    end = self._bot_last_end or self._find_end(start)
+                    try:
+                        end = self._bot_last_end or self._find_end(start)
+                    except StorageError as exc:
+                        raise _with_frame(exc, i) from None
                 if end < start:
                     raise FrameIndexError("the Basic Offset Table is not in increasing order", path=self.name, frame=i, offset=start)
+                if end == start:
+                    size = self.source.size
+                    if size is not None and start + 8 > size:
+                        raise TruncatedFileError(f"the file ends at {size}, before the frame's first fragment", path=self.name, frame=i, offset=start)
+                    raise FrameIndexError("the Basic Offset Table points at no fragment item", path=self.name, frame=i, offset=start)
                 return FrameSpan(i, start, end - start, items=True)
             return self._walked_span(i)
 
     def _find_end(self, start: int) -> int:
         """The end of the last BOT frame: walk its items up to the delimiter."""
-        cur = Cursor(self.source, start, self.block)
+        cur = Cursor(self.source, start, self.block, self.cache)
         while True:
             head = cur.peek(8)
             if len(head) < 8:

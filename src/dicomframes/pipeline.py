@@ -71,8 +71,13 @@ def iterate(
         spans: list[FrameSpan] = carried[:]
         carried.clear()
         size = sum(span.length for span in spans)
+        failed: _Failed | None = None
         for i in todo:
-            span = locate(i)
+            try:
+                span = locate(i)
+            except DicomFramesError as exc:  # raised after the frames before it
+                failed = _Failed(exc)
+                break
             if spans and size + span.length > policy.batch_bytes:
                 carried.append(span)  # keep each batch within the byte bound
                 break
@@ -81,9 +86,10 @@ def iterate(
             if len(spans) >= policy.max_frames:
                 break
         if not spans:
-            return None
+            return [failed] if failed else None
         try:
             blobs = fetch(source, spans, policy)
+            out = [(span, blobs[span]) for span in spans]
         except TruncatedFileError:
             # A partial file: fetch frame by frame so that the frames wholly
             # present are still served and the error comes at its own frame.
@@ -94,8 +100,7 @@ def iterate(
                 except TruncatedFileError as exc:
                     out.append(_Failed(exc))
                     break
-            return out
-        return [(span, blobs[span]) for span in spans]
+        return out + [failed] if failed else out
 
     fetcher = ThreadPoolExecutor(1, thread_name_prefix="dicomframes-fetch")
     fetches: deque[Future] = deque()
