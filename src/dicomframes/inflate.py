@@ -98,6 +98,12 @@ class InflatedSource(Source):
     def close(self) -> None:
         self.raw.close()
 
+    def __getstate__(self):
+        return {"raw": self.raw, "start": self.start}  # checkpoints are rebuilt on use
+
+    def __setstate__(self, state):
+        self.__init__(state["raw"], state["start"])
+
 
 class _Ended:
     """Stands in for a decompressor whose input ran out."""

@@ -256,6 +256,32 @@ class Reader:
             self._data_source.close()
             self._source.close()
 
+    def __getstate__(self):
+        """Small: the source's location and options, the parsed header and the index.
+
+        Unpickling (in a Dask worker, a data loader's process) opens its own
+        file handle or connection and does not read the header again.
+        """
+        if self._closed:
+            raise ValueError(f"cannot pickle a closed reader ({self.path})")
+        state = self.__dict__.copy()
+        state["_backend"] = None
+        state["_processes"] = None
+        return state
+
+    def __setstate__(self, state) -> None:
+        self.__dict__.update(state)
+        self.index.bind(self._data_source)
+
+    def __del__(self) -> None:
+        # A reader dropped without close() must not leave worker processes behind.
+        processes = getattr(self, "_processes", None)
+        if processes is not None:
+            try:
+                processes.shutdown(wait=False)
+            except Exception:
+                pass
+
     def __enter__(self) -> "Reader":
         return self
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
+import threading
 from concurrent.futures import ProcessPoolExecutor
 
 
@@ -34,24 +35,32 @@ def _context():
 
 
 class ProcessPool:
+    """One reader's worker processes; safe to share between its threads."""
+
     def __init__(self, workers: int) -> None:
         self.workers = workers
         self._executor: ProcessPoolExecutor | None = None
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
 
     def executor(self, workers: int) -> ProcessPoolExecutor:
-        broken = self._executor is not None and getattr(self._executor, "_broken", False)
-        if self._executor is None or workers != self.workers or broken:
-            self.shutdown()
-            self.workers = workers
-            self._executor = ProcessPoolExecutor(workers, mp_context=_context())
-            # Start every worker now (fork launches them all on the first submit).
-            self._executor.submit(os.getpid).result()
-        return self._executor
+        with self._lock:
+            if self._pid != os.getpid():
+                # Forked (a data loader's worker): the parent's pool is not ours.
+                self._executor, self._pid = None, os.getpid()
+            broken = self._executor is not None and getattr(self._executor, "_broken", False)
+            if self._executor is None or broken:
+                if broken:
+                    self._executor.shutdown(wait=False, cancel_futures=True)
+                self.workers = workers
+                self._executor = ProcessPoolExecutor(workers, mp_context=_context())
+                # Start every worker now (fork launches them all on the first submit).
+                self._executor.submit(os.getpid).result()
+            # A pool already running keeps its size: another thread may be using it.
+            return self._executor
 
-    def shutdown(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
-            self._executor = None
-
-    def __getstate__(self):
-        return {"workers": self.workers, "_executor": None}
+    def shutdown(self, wait: bool = True) -> None:
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None and self._pid == os.getpid():
+            executor.shutdown(wait=wait, cancel_futures=True)
