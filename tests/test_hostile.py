@@ -11,7 +11,7 @@ Two kinds of test:
   ``DicomFramesError``, never another exception, a hang or runaway memory.
 
 CI runs a few dozen examples of each; set ``DICOMFRAMES_FUZZ=1000`` (examples)
-for a longer campaign (see benchmarks/fuzz.md).
+for a longer campaign; benchmarks/fuzz.py runs mutants for minutes in child processes.
 """
 
 from __future__ import annotations
