@@ -298,8 +298,11 @@ class PixelFormat:
                     f"({self.rows}x{self.columns}x{self.samples_per_pixel})",
                     path=self.name, frame=frame,
                 )
-            arr = np.empty(n, dtype=dtype)
-            arr[:] = raw[:n]
+            if raw.dtype == dtype and raw.flags.writeable:
+                arr = raw[:n]  # the codec's own fresh buffer: no copy needed
+            else:
+                arr = np.empty(n, dtype=dtype)
+                arr[:] = raw[:n]
         planar = decoded.planar_configuration
         if planar is None:
             planar = self.planar_configuration if codec in ("encapsulated-native", "deflate-frames") else 0
