@@ -110,28 +110,30 @@ def test_closed_reader_refuses(jpegls_file):
         reader.frame(0)
 
 
-def _crash_on_frame_3(fmt, decoder, span, data, as_rgb):
+def _crash_on_frame_3(fmt, decoder, items, as_rgb):
     """Runs in a forked worker: dies on frame 3, as a segfaulting codec would."""
     import os
 
-    from dicomframes.decode import decode_in_worker
+    from dicomframes.decode import decode_chunk_in_worker
 
-    if span.frame == 3:
+    if any(span.frame == 3 for span, _ in items):
         os._exit(1)
-    return decode_in_worker(fmt, decoder, span, data, as_rgb=as_rgb)
+    return decode_chunk_in_worker(fmt, decoder, items, as_rgb=as_rgb)
 
 
 def test_a_crashing_worker_is_a_decode_error_and_the_pool_recovers(jpegls_file, reference, monkeypatch):
     from dicomframes import decode as decode_module
 
     with dicomframes.open(jpegls_file, workers=2, decoder="pylibjpeg") as reader:
-        monkeypatch.setattr("dicomframes.reader.decode_in_worker", _crash_on_frame_3)
+        monkeypatch.setattr("dicomframes.reader.decode_chunk_in_worker", _crash_on_frame_3)
         seen = []
         with pytest.raises(DecodeError) as info:
             for frame in reader:
                 seen.append(frame)
-        assert info.value.frame == 3 and len(seen) == 3 and jpegls_file in str(info.value)
-        assert "worker" in str(info.value)
-        monkeypatch.setattr("dicomframes.reader.decode_in_worker", decode_module.decode_in_worker)
+        # Frames go to workers in chunks: the error names the first frame of
+        # the chunk the dead worker held, and every frame before it was yielded.
+        assert info.value.frame <= 3 and len(seen) == info.value.frame
+        assert jpegls_file in str(info.value) and "worker" in str(info.value)
+        monkeypatch.setattr("dicomframes.reader.decode_chunk_in_worker", decode_module.decode_chunk_in_worker)
         for a, b in zip(reader, reference):
             np.testing.assert_array_equal(a, b)

@@ -56,3 +56,17 @@ def decode_in_worker(fmt: PixelFormat, decoder: str | None, span: FrameSpan, dat
     if backend is None and fmt.ts.encapsulated:
         backend = _WORKER_BACKENDS[key] = codecs.select(fmt.ts, decoder, fmt.name)
     return decode_span(fmt, backend, span, data, as_rgb)
+
+
+def decode_chunk_in_worker(
+    fmt: PixelFormat, decoder: str | None, items: list[tuple[FrameSpan, bytes]], as_rgb: bool
+) -> list:
+    """Several frames in one task; the list ends early with a failed frame's error."""
+    out: list = []
+    for span, data in items:
+        try:
+            out.append(decode_in_worker(fmt, decoder, span, data, as_rgb))
+        except DicomFramesError as exc:
+            out.append(exc)
+            break
+    return out

@@ -23,7 +23,7 @@ from .sources import Source
 DecodeFn = Callable[[FrameSpan, bytes], np.ndarray]
 
 
-def _result(span: FrameSpan, future: Future, name: str) -> np.ndarray:
+def _result(span: FrameSpan, future: Future, name: str):
     """A worker's frame; a worker that died (a codec crashed it) is a DecodeError."""
     try:
         return future.result()
@@ -34,6 +34,20 @@ def _result(span: FrameSpan, future: Future, name: str) -> np.ndarray:
             f"the decoding worker failed: {type(exc).__name__}: {exc}",
             path=name, frame=span.frame, offset=span.offset,
         ) from exc
+
+
+class _Part:
+    """Frame `k` of a chunk decoded by one process-pool task."""
+
+    def __init__(self, future: Future, k: int) -> None:
+        self.future = future
+        self.k = k
+
+    def result(self, span: FrameSpan, name: str) -> np.ndarray:
+        out = _result(span, self.future, name)[self.k]
+        if isinstance(out, BaseException):
+            raise out
+        return out
 
 
 class _Failed:
@@ -53,11 +67,13 @@ def iterate(
     depth: int,
     ahead: int = 2,
     pickled: bool = False,
+    chunk: int = 1,
 ) -> Iterator[np.ndarray]:
     """Yield decoded frames of `indices` in order.
 
-    `pool` runs `decode` (threads, or processes when `pickled`: frame bytes are
-    then copied out of their batch to be sent); ``None`` decodes on the calling
+    `pool` runs `decode` (threads), or, when `pickled`, a process pool runs
+    `decode` on lists of up to `chunk` (span, bytes) pairs, returning a list of
+    arrays that ends early with the exception of a failed frame; ``None`` decodes on the calling
     thread while the next batches are fetched in the background. Memory held:
     `ahead` fetched batches, the batch being used, and `depth` frames decoding.
     """
@@ -139,21 +155,34 @@ def iterate(
                     running.append(item)
                 elif pool is None:
                     running.append(item)
+                elif pickled:
+                    # Processes: send `chunk` frames per task (fewer, larger
+                    # messages), copied out of their batch to be pickled.
+                    group = [item]
+                    while len(group) < chunk and frames and not isinstance(frames[0], _Failed):
+                        group.append(frames.popleft())
+                    future = pool.submit(decode, [(s, bytes(d)) for s, d in group])
+                    running.extend((s, _Part(future, k)) for k, (s, _) in enumerate(group))
                 else:
                     span, data = item
-                    running.append((span, pool.submit(decode, span, bytes(data) if pickled else data)))
+                    running.append((span, pool.submit(decode, span, data)))
             if not running:
                 return
             item = running.popleft()
             if isinstance(item, _Failed):
                 raise item.exc
             span, work = item
-            yield _result(span, work, source.name) if isinstance(work, Future) else decode(span, work)
+            if isinstance(work, _Part):
+                yield work.result(span, source.name)
+            else:
+                yield _result(span, work, source.name) if isinstance(work, Future) else decode(span, work)
     finally:
         exhausted = True
         for item in list(running):
-            if not isinstance(item, _Failed) and isinstance(item[1], Future):
-                item[1].cancel()
+            if not isinstance(item, _Failed):
+                work = item[1]
+                if isinstance(work, (Future, _Part)):
+                    (work.future if isinstance(work, _Part) else work).cancel()
         for f in fetches:
             f.cancel()
         fetcher.shutdown(wait=True, cancel_futures=True)

@@ -11,7 +11,7 @@ import numpy as np
 
 from . import codecs
 from .errors import DicomFramesError, InvalidFileError
-from .decode import decode_in_worker, decode_span
+from .decode import decode_chunk_in_worker, decode_span
 from .fetcher import FetchPolicy
 from .frame_index import EncapsulatedFrameIndex, FrameIndex, FrameSpan, NativeFrameIndex, unwrap
 from .pipeline import iterate
@@ -226,6 +226,7 @@ class Reader:
         pool = None
         own_pool = None
         pickled = False
+        chunk = 1
         if workers > 1:
             if backend is None or backend.releases_gil:
                 pool = own_pool = ThreadPoolExecutor(workers, thread_name_prefix="dicomframes-decode")
@@ -235,10 +236,13 @@ class Reader:
                     self._processes = ProcessPool(workers)
                 pool = self._processes.executor(workers)
                 pickled = True
-                decode = partial(decode_in_worker, fmt, chosen, as_rgb=as_rgb)  # type: ignore[assignment]
+                decode = partial(decode_chunk_in_worker, fmt, chosen, as_rgb=as_rgb)  # type: ignore[assignment]
+                # About 1 MiB of decoded frames per task: fewer, larger messages.
+                chunk = max(1, min(16, (1 << 20) // max(1, decoded_bytes)))
+                depth = max(depth, min(2 * workers * chunk, budget // 5 // max(1, decoded_bytes)))
         try:
             yield from iterate(
-                wanted, self._span, self._data_source, policy, decode, pool, depth=depth, pickled=pickled,
+                wanted, self._span, self._data_source, policy, decode, pool, depth=depth, pickled=pickled, chunk=chunk,
             )
         finally:
             if own_pool is not None:
@@ -316,3 +320,14 @@ class Reader:
 
         self._check_open()
         return wsi.read_region(self, location, size, focal_plane=focal_plane, optical_path=optical_path, background=background)
+
+    # -- Dask (dask.py) ----------------------------------------------------------------
+    def to_dask(self, frames_per_chunk: int = 64, **kw):
+        """The frames as a lazy dask array (frames, rows, columns[, samples]); see `dicomframes.to_dask`.
+
+        The array holds a small, detached copy of this reader (closing it later
+        does no harm). Needs the ``[dask]`` extra.
+        """
+        from .dask import reader_to_dask
+
+        return reader_to_dask(self, frames_per_chunk, **kw)
