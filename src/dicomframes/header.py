@@ -137,10 +137,10 @@ def _decode_value(raw: bytes, vr: str, little: bool) -> Any:
 
 
 class _Parser:
-    def __init__(self, source: Source, ts: TransferSyntax, offset: int, block: int) -> None:
+    def __init__(self, source: Source, ts: TransferSyntax, cur: Cursor) -> None:
         self.source = source
         self.ts = ts
-        self.cur = Cursor(source, offset, block)
+        self.cur = cur
         self.little = ts.little_endian
         self.explicit = ts.explicit_vr
         # Some writers encode the data set differently from what the transfer
@@ -292,10 +292,11 @@ def parse_header(source: Source, first_read: int = 64 * 1024) -> tuple[Header, S
     else:
         meta_offset = 0
     meta: dict[str, Any] = {}
+    # One cursor, holding the first read, serves the meta group and (unless
+    # deflated) the data set: the start of the file is read once.
     cur = Cursor(source, meta_offset, first_read)
     cur._buf, cur._buf_start = head[meta_offset:], meta_offset
-    parser = _Parser(source, EXPLICIT_VR_LITTLE_ENDIAN, meta_offset, first_read)
-    parser.cur = cur
+    parser = _Parser(source, EXPLICIT_VR_LITTLE_ENDIAN, cur)
     # File meta information: group 0002, always explicit VR little endian.
     while True:
         peek = cur.peek(8)
@@ -331,10 +332,9 @@ def parse_header(source: Source, first_read: int = 64 * 1024) -> tuple[Header, S
     data_source: Source = source
     if ts.deflated:
         data_source = InflatedSource(source, dataset_offset)
-        parser = _Parser(data_source, ts, 0, first_read)
+        parser = _Parser(data_source, ts, Cursor(data_source, 0, first_read))
     else:
-        parser = _Parser(source, ts, dataset_offset, first_read)
-        parser.cur._buf, parser.cur._buf_start = cur._buf, cur._buf_start
+        parser = _Parser(source, ts, cur)
     try:
         parser.parse_dataset(header)
     except struct.error as exc:  # pragma: no cover - guarded by exact reads
