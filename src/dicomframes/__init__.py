@@ -27,6 +27,11 @@ from .errors import (
 from .fetcher import FetchPolicy
 from .reader import ImageInfo, Reader
 from .sources import BytesSource, FileObjectSource, LocalFileSource, Source
+from .dataset import FrameDataset
+from .wsi import open_slide
+# Bound eagerly: a lazy import would let the submodule `dicomframes.decompress`
+# replace this function as the package attribute of the same name.
+from .decompress import decompress
 
 __version__ = "0.1.0"
 
@@ -40,6 +45,13 @@ def _source_for(src: Any, storage_options: dict[str, Any]) -> Source:
     if isinstance(src, (bytes, bytearray, memoryview)):
         return BytesSource(src)
     if hasattr(src, "read") and hasattr(src, "seek"):
+        fs, fs_path = getattr(src, "fs", None), getattr(src, "path", None)
+        if fs is not None and isinstance(fs_path, str) and not isinstance(fs, type):
+            # An fsspec file: read planned ranges through its filesystem, not
+            # through the file's read-ahead cache (which multiplies the bytes).
+            from .remote import FsspecSource
+
+            return FsspecSource(fs_path, fs=fs)
         return FileObjectSource(src)
     if isinstance(src, tuple) and len(src) == 2:
         from .remote import FsspecSource
@@ -107,8 +119,20 @@ def iter_frames(
         yield from reader.iter_frames(indices)
 
 
+def to_dask(src: Any, frames_per_chunk: int = 64, **open_options: Any):
+    """The frames of one file (or of many, joined) as a lazy dask array.
+
+    Shape (frames, rows, columns[, samples]); one task per chunk of
+    `frames_per_chunk` frames. Needs the ``[dask]`` extra
+    (``pip install "dicomframes[dask]"``); see `dicomframes.dask.to_dask`.
+    """
+    from .dask import to_dask as _to_dask
+
+    return _to_dask(src, frames_per_chunk, **open_options)
+
+
 __all__ = [
-    "open", "iter_frames", "Reader", "ImageInfo", "FetchPolicy",
+    "open", "iter_frames", "to_dask", "FrameDataset", "open_slide", "decompress", "Reader", "ImageInfo", "FetchPolicy",
     "DicomFramesError", "NotDicomError", "TruncatedFileError", "InvalidFileError",
     "FrameIndexError", "UnsupportedTransferSyntaxError", "MissingDecoderError",
     "DecodeError", "StorageError",

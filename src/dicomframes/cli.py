@@ -1,4 +1,4 @@
-"""The ``dicomframes`` command: ``info``, ``frames`` and ``sample``."""
+"""The ``dicomframes`` command: ``info``, ``frames``, ``decompress`` and ``sample``."""
 
 from __future__ import annotations
 
@@ -96,6 +96,31 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def cmd_decompress(args) -> int:
+    from .decompress import ProgressDisplay, decompress
+
+    src = args.path
+    if args.anon:
+        import fsspec
+
+        src = fsspec.core.url_to_fs(args.path, anon=True)  # anonymous reads; the destination uses its own credentials
+    show = args.progress if args.progress is not None else sys.stderr.isatty()
+    display = ProgressDisplay(sys.stderr) if show else None
+    start = time.perf_counter()
+    try:
+        out = decompress(
+            src, args.out, as_rgb=not args.keep_ybr, generate_instance_uid=not args.keep_uid,
+            workers=args.workers, overwrite=args.force, encapsulated=args.encapsulated,
+            decoder=args.decoder, progress=display,
+        )
+    finally:
+        if display is not None:
+            display.close()
+    if args.json:
+        print(json.dumps({"output": out, "seconds": round(time.perf_counter() - start, 3)}))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dicomframes", description="Stream the frames of multi-frame DICOM files.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -116,6 +141,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decoder", default=None, help="decoder backend (default: fastest installed)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="show progress on stderr")
     p.set_defaults(func=cmd_frames)
+
+    p = sub.add_parser(
+        "decompress", help="write a decompressed copy (Explicit VR Little Endian), streaming with flat memory",
+        description="Write what pydicom's decompress() + save_as() write, one frame at a time.",
+    )
+    source_args(p)
+    p.add_argument("out", help="the destination: a local path or an fsspec URL")
+    p.add_argument("--keep-ybr", action="store_true", help="keep YCbCr frames as YCbCr (default: convert to RGB)")
+    p.add_argument("--keep-uid", action="store_true", help="keep the SOP Instance UID (default: a new one)")
+    p.add_argument(
+        "--encapsulated", action="store_true",
+        help="write Encapsulated Uncompressed Explicit VR Little Endian (needed past 4 GiB of pixel data)",
+    )
+    p.add_argument("--force", action="store_true", help="overwrite an existing destination")
+    p.add_argument("--decoder", default=None, help="decoder backend (default: fastest installed; pylibjpeg: as pydicom)")
+    p.add_argument("--workers", type=int, default=None, help="frames decoded in parallel (default: the cores)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="show progress on stderr (default: when stderr is a terminal)")
+    p.set_defaults(func=cmd_decompress)
 
     p = sub.add_parser("sample", help="write a sample multi-frame file (offline, for trying things out)")
     p.add_argument("out")

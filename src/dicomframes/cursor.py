@@ -204,7 +204,7 @@ class Cursor:
         want = max(n, self.block) - len(keep)
         more = b""
         # Bytes already read: our cache, else the one the source carries (read only).
-        cache = self.cache if self.cache is not None else getattr(self.source, "block_cache", None)
+        cache = self.cache if self.cache is not None else self.source.block_cache
         if cache is not None:
             more = cache.run(start, want)
         if len(keep) + len(more) < n:

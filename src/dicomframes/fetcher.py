@@ -55,7 +55,7 @@ def fetch(
     never a partial frame.
     """
     if cache is None:
-        cache = getattr(source, "block_cache", None)
+        cache = source.block_cache
     requests = plan(spans, policy)
     try:
         blobs = read_through(source, cache, [(off, size) for off, size, _ in requests])

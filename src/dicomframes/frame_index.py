@@ -117,7 +117,7 @@ class FrameIndex:
         self.block = block
         head = header.pixel_head
         capacity = max(cache_capacity(source, block), len(head))
-        cache = getattr(source, "block_cache", None)
+        cache = source.block_cache
         if isinstance(cache, BlockCache):
             cache.capacity = max(cache.capacity, capacity)  # the source's own (bytes it read)
         else:

@@ -25,6 +25,7 @@ import os
 import random
 import threading
 import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
@@ -131,6 +132,60 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if type(exc).__name__ not in text else text
 
 
+#: fsspec filesystems this process inherited through a fork: kept alive, never closed here
+_INHERITED: list = []
+
+
+def _disarm(filesystems) -> None:
+    """Keep `filesystems` (a forked parent's) alive here, and never close them.
+
+    An async fsspec filesystem closes its connection pool when it is garbage
+    collected (or at exit). In a forked child those connections are the
+    parent's, registered in the event loop's epoll instance that parent and
+    child share: closing them in the child unregisters the parent's sockets,
+    and the parent's next request on them hangs. So a child keeps the
+    instances it inherited and disarms their finalizers.
+    """
+    filesystems = [fs for fs in filesystems if fs is not None]
+    if not filesystems:
+        return
+    _INHERITED.extend(filesystems)
+    ids = {id(fs) for fs in filesystems}
+    registry = getattr(weakref.finalize, "_registry", None)  # CPython's; absent: keeping them alive suffices
+    if isinstance(registry, dict):
+        for fin, info in list(registry.items()):
+            target = getattr(info, "weakref", None)
+            if target is not None and id(target()) in ids:
+                fin.detach()
+
+
+def _after_fork_in_child() -> None:
+    """Disarm every fsspec filesystem instance the child inherited (fsspec drops
+    its instance cache in a child, which would garbage-collect them)."""
+    try:
+        from fsspec.spec import AbstractFileSystem
+    except ImportError:  # pragma: no cover - fsspec is a dependency
+        return
+    found, stack, seen = [], [AbstractFileSystem], set()
+    while stack:
+        cls = stack.pop()
+        if cls in seen:
+            continue
+        seen.add(cls)
+        stack.extend(cls.__subclasses__())
+        cache = cls.__dict__.get("_cache")
+        if isinstance(cache, dict):
+            found.extend(cache.values())
+    try:
+        _disarm(found)
+    except Exception:  # pragma: no cover - never fail a fork over this
+        pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class _Short(Exception):
     """A range came back shorter than the file allows (retried like a dropped connection)."""
 
@@ -154,7 +209,7 @@ class FsspecSource(Source):
     merge_gap, request_size, batch_bytes : int
         The `FetchPolicy`: merge neighbouring frames into one request when at
         most `merge_gap` unwanted bytes lie between them (8 KiB), into requests
-        of at most `request_size` (4 MiB), in batches of `batch_bytes` (16 MiB).
+        of at most `request_size` (4 MiB), in batches of `batch_bytes` (8 MiB).
     concurrency : int
         Requests in flight at once (16).
     tries : int
@@ -184,7 +239,7 @@ class FsspecSource(Source):
         walk_block: int | None = None,
         merge_gap: int = 8 * KiB,
         request_size: int = 4 * MiB,
-        batch_bytes: int = 16 * MiB,
+        batch_bytes: int = 8 * MiB,
         concurrency: int = 16,
         tries: int | None = None,
         backoff: float = 0.2,
@@ -231,6 +286,8 @@ class FsspecSource(Source):
 
     # -- the filesystem, (re)connected lazily ---------------------------------------------
     def _connect(self) -> None:
+        if self._pid not in (-1, os.getpid()):
+            _disarm([self._fs, self._given_fs])  # the parent's: never close them here
         if self._given_fs is not None:
             fs = self._given_fs
             if self._pid not in (-1, os.getpid()):
@@ -449,6 +506,8 @@ class FsspecSource(Source):
                 size = self.size
                 if len(data) < n and size is None:
                     size = await self._size_async(fs)
+                    if size is None:  # the server will not say: take it as the end
+                        return data
                 return self._judge(offset, n, data, size)
             except _Short as exc:
                 last = exc
@@ -488,6 +547,8 @@ class FsspecSource(Source):
                 size = self.size
                 if len(data) < n and size is None:
                     size = self._size_sync(fs)
+                    if size is None:  # the server will not say: take it as the end
+                        return data
                 return self._judge(offset, n, data, size)
             except _Short as exc:
                 last = exc

@@ -12,9 +12,12 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import BinaryIO, Sequence
+from typing import TYPE_CHECKING, BinaryIO, Sequence
 
 from .errors import StorageError, TruncatedFileError
+
+if TYPE_CHECKING:
+    from .cursor import BlockCache
 
 Range = tuple[int, int]  # (offset, size)
 
@@ -60,6 +63,9 @@ class Source:
     header_block: int = 64 * 1024
     #: block size for the walk over item headers (and other small sequential reads)
     walk_block: int = 64 * 1024
+    #: blocks already read (the header's first read, the walk's blocks) that
+    #: fetches take bytes from before asking storage; set by the frame index
+    block_cache: "BlockCache | None" = None
 
     def fetch_policy(self):
         """How the Fetcher should plan reads from this source."""

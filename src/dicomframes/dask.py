@@ -1,0 +1,438 @@
+"""Dask arrays of frames and of whole-slide levels.
+
+``to_dask`` turns the frames of one or many files into one ``dask.array`` of
+shape (frames, rows, columns[, samples]); ``slide_to_dask`` turns one level of
+a whole-slide image into a (height, width[, samples]) image with one chunk per
+tile (or per block of tiles).
+
+How the graph looks, and why:
+
+- **The reader is in the graph once.** It is one key whose value is the
+  reader (a detached copy that pickles small: the URL and storage options, the
+  parsed header and the compact frame index, never pixel data). Every chunk
+  task refers to that key, so a graph of 10,000 chunks carries one reader.
+- **Unpickling reads nothing.** A worker that receives the reader opens its
+  own file handle or connection lazily and does not read the header again.
+- **Each chunk is one planned read.** A chunk task calls
+  ``reader.iter_frames(range(a, b), workers=1)``: the frames' byte ranges are
+  coalesced into few requests, fetched ahead on one thread and decoded on the
+  task's thread, so a task holds its chunk plus the bytes in flight.
+- **The index is complete before the graph is made.** For files without an
+  offset table the client walks the item headers once (``to_dask`` does it),
+  so workers never walk them again.
+
+Dask is an optional dependency (``pip install "dicomframes[dask]"``), imported
+only when a function here is called; importing `dicomframes` never imports it.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import threading
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+import numpy as np
+
+from .errors import DicomFramesError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .reader import Reader
+
+__all__ = [
+    "to_dask", "reader_to_dask", "slide_to_dask", "FrameMismatchError", "MissingDependencyError",
+    "io_stats", "reset_io_stats",
+]
+
+DASK_HINT = 'pip install "dicomframes[dask]"'
+
+
+class MissingDependencyError(DicomFramesError, ImportError):
+    """An optional dependency (here: dask) is not installed."""
+
+
+class FrameMismatchError(DicomFramesError, ValueError):
+    """Files joined into one array do not share frame shape and dtype."""
+
+
+def _require_dask():
+    """``dask.array`` and ``HighLevelGraph``, or an error naming the extra to install."""
+    try:
+        import dask.array as da
+        from dask.base import tokenize
+        from dask.highlevelgraph import HighLevelGraph
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"Dask arrays need dask[array], which is not installed ({exc})", hint=DASK_HINT,
+        ) from exc
+    return da, HighLevelGraph, tokenize
+
+
+# -- what a worker did: requests and bytes of the readers its tasks used ------------------
+_io_lock = threading.Lock()
+#: id(reader) -> [its stats at the last reset (or when first seen), its latest stats]
+_io_live: dict[int, list[dict[str, float]]] = {}
+#: what readers that have since been freed had read
+_io_retired = {"requests": 0, "bytes": 0}
+_ZERO = {"requests": 0, "bytes": 0}
+
+
+def _retire(key: int) -> None:
+    with _io_lock:
+        entry = _io_live.pop(key, None)
+        if entry is not None:
+            base, last = entry
+            for k in _io_retired:
+                _io_retired[k] += int(last[k] - base[k])
+
+
+def _note_io(reader: Any) -> None:
+    """Remember how much `reader` has read (no reference kept: readers are freed as usual)."""
+    key = id(reader)
+    stats = reader.stats
+    with _io_lock:
+        entry = _io_live.get(key)
+        if entry is None:
+            _io_live[key] = [dict(_ZERO), stats]
+            weakref.finalize(reader, _retire, key)
+        else:
+            entry[1] = stats
+
+
+def io_stats() -> dict[str, int]:
+    """Requests and bytes read, in this process, by the readers of chunk tasks.
+
+    Counts every reader copy that computed a chunk here, since the last
+    `reset_io_stats`. On a cluster, ask every worker:
+    ``client.run(dicomframes.dask.io_stats)``.
+    """
+    with _io_lock:
+        out = dict(_io_retired)
+        for base, last in _io_live.values():
+            for k in out:
+                out[k] += int(last[k] - base[k])
+    return out
+
+
+def reset_io_stats() -> None:
+    """Start counting `io_stats` from zero."""
+    with _io_lock:
+        for entry in _io_live.values():
+            entry[0] = entry[1]
+        for k in _io_retired:
+            _io_retired[k] = 0
+
+
+# -- the tasks -----------------------------------------------------------------------------
+def read_frames(reader: "Reader", start: int, stop: int) -> np.ndarray:
+    """Frames ``start..stop-1`` of `reader` stacked into one array (one chunk task)."""
+    fmt = reader.format
+    out = np.empty((stop - start,) + tuple(fmt.shape), dtype=fmt.dtype)
+    for k, frame in enumerate(reader.iter_frames(range(start, stop), workers=1)):
+        out[k] = frame
+    _note_io(reader)
+    return out
+
+
+def read_window(image: Any, x: int, y: int, width: int, height: int,
+                focal_plane: int, optical_path: int, background: Any) -> np.ndarray:
+    """The (width, height) window at (x, y) of a level or tiled reader (one chunk task)."""
+    from .wsi import geometry_of
+
+    readers = getattr(image, "readers", None)
+    if readers is not None:  # a Level: bind each geometry to its reader's source (after unpickling)
+        for reader in readers:
+            geometry_of(reader)
+    out = image.read_region((x, y), (width, height), focal_plane=focal_plane,
+                            optical_path=optical_path, background=background)
+    for reader in readers if readers is not None else [image]:
+        _note_io(reader)
+    return out
+
+
+# -- helpers ---------------------------------------------------------------------------------
+def _detached(obj: Any) -> Any:
+    """A copy of a reader (or level) that pickles small and shares nothing with `obj`.
+
+    The array keeps working after the caller closes its reader. Readers over an
+    open file object cannot be pickled: those are used as they are (fine for
+    Dask's threaded scheduler; a distributed cluster cannot ship them).
+    """
+    try:
+        return pickle.loads(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+    except TypeError:
+        return obj
+
+
+def _complete_index(reader: "Reader") -> None:
+    """Locate every frame now, so that workers never walk item headers themselves."""
+    from .dataset import locate_all
+
+    locate_all(reader)
+
+
+def _identity(reader: "Reader") -> tuple:
+    """What makes two readers give the same frames (for Dask's names)."""
+    header = reader.header
+    return (
+        reader.path, getattr(reader._source, "size", None), header.get("SOPInstanceUID"), len(reader),
+        tuple(reader.format.shape),
+        str(reader.format.dtype), header.transfer_syntax.uid, reader.as_rgb, reader.decoder,
+    )
+
+
+def _check_chunk(value: int, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{what} must be a positive integer, not {value!r}")
+    return int(value)
+
+
+# -- frames ----------------------------------------------------------------------------------
+def _frames_array(readers: Sequence["Reader"], frames_per_chunk: int):
+    """The dask array of the frames of `readers` (already detached and checked)."""
+    da, HighLevelGraph, tokenize = _require_dask()
+    first = readers[0]
+    shape = tuple(first.format.shape)
+    dtype = first.format.dtype
+    token = tokenize("dicomframes-frames", frames_per_chunk, [_identity(r) for r in readers])
+    name = f"dicomframes-frames-{token}"
+    zeros = (0,) * len(shape)
+    dsk: dict[Any, Any] = {}
+    sizes: list[int] = []
+    for j, reader in enumerate(readers):
+        reader_key = f"dicomframes-reader-{token}-{j}"
+        dsk[reader_key] = reader  # once: every chunk task refers to this key
+        n = len(reader)
+        for start in range(0, n, frames_per_chunk):
+            stop = min(start + frames_per_chunk, n)
+            dsk[(name, len(sizes)) + zeros] = (read_frames, reader_key, start, stop)
+            sizes.append(stop - start)
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=())
+    chunks = (tuple(sizes),) + tuple((s,) for s in shape)
+    return da.Array(graph, name, chunks, dtype=dtype)
+
+
+def _check_same_frames(readers: Sequence["Reader"]) -> None:
+    first = readers[0]
+    want = (tuple(first.format.shape), first.format.dtype)
+    for reader in readers[1:]:
+        got = (tuple(reader.format.shape), reader.format.dtype)
+        if got != want:
+            raise FrameMismatchError(
+                f"its frames are {got[0]} {got[1]}, but those of {first.path} (the first file) are "
+                f"{want[0]} {want[1]}; to_dask joins only files whose frames share shape and dtype",
+                path=reader.path, hint="make one array per kind of frame and join them yourself",
+            )
+
+
+def reader_to_dask(reader: "Reader", frames_per_chunk: int = 64):
+    """The frames of an open reader as a dask array (see `to_dask`).
+
+    The array holds a detached copy of the reader: closing `reader` later does
+    not affect it.
+    """
+    frames_per_chunk = _check_chunk(frames_per_chunk, "frames_per_chunk")
+    _require_dask()
+    reader._check_open()
+    _complete_index(reader)
+    return _frames_array([_detached(reader)], frames_per_chunk)
+
+
+def _is_many(src: Any) -> bool:
+    if isinstance(src, (str, bytes, bytearray, memoryview, os.PathLike)):
+        return False
+    if isinstance(src, tuple) and len(src) == 2 and not isinstance(src[0], (str, os.PathLike)):
+        return False  # one (filesystem, path) pair
+    if hasattr(src, "read") or hasattr(src, "frame"):
+        return False  # a file object, or a reader
+    return isinstance(src, Iterable)
+
+
+def to_dask(src: Any, frames_per_chunk: int = 64, **open_options: Any):
+    """The frames of one file, or of many files joined, as a lazy dask array.
+
+    Parameters
+    ----------
+    src : path, URL, (filesystem, path), Reader, or a list of them
+        One file, or many whose frames share shape and dtype: their frames are
+        joined along the first axis in the order given.
+    frames_per_chunk : int
+        Frames per chunk (and per task). A chunk never spans two files.
+    **open_options
+        Passed to `dicomframes.open` (``as_rgb``, ``decoder``, storage options
+        such as ``anon=True``). Not allowed with readers.
+
+    Returns
+    -------
+    dask.array.Array
+        Shape (frames, rows, columns) or (frames, rows, columns, samples), the
+        dtype of ``reader.info.dtype``.
+
+    Raises
+    ------
+    MissingDependencyError
+        Dask is not installed: ``pip install "dicomframes[dask]"``.
+    FrameMismatchError
+        A file's frames differ in shape or dtype from the first file's; the
+        error names the first file that does not match.
+
+    Notes
+    -----
+    Only headers are read here (and, for files without an offset table, the
+    item headers, once, so that workers never walk them). Each chunk is one
+    task reading its frames with planned, coalesced range reads.
+    """
+    frames_per_chunk = _check_chunk(frames_per_chunk, "frames_per_chunk")
+    _require_dask()
+    from . import open as open_reader
+    from .reader import Reader
+
+    items = list(src) if _is_many(src) else [src]
+    if not items:
+        raise ValueError("to_dask needs at least one file")
+    if open_options and any(isinstance(i, Reader) for i in items):
+        raise TypeError(f"options {sorted(open_options)} apply to files to open, not to open readers")
+
+    opened: list[Reader] = []
+
+    def one(item: Any) -> Reader:
+        if isinstance(item, Reader):
+            item._check_open()
+            _complete_index(item)
+            return _detached(item)
+        reader = open_reader(item, **open_options)
+        try:
+            _complete_index(reader)
+        except BaseException:
+            reader.close()
+            raise
+        return reader  # ours: the graph holds it, no copy needed
+
+    readers: list[Reader | None] = [None] * len(items)
+    try:
+        if len(items) == 1:
+            readers[0] = one(items[0])
+        else:
+            with ThreadPoolExecutor(min(8, len(items)), thread_name_prefix="dicomframes-open") as pool:
+                futures = [pool.submit(one, item) for item in items]
+                errors = []
+                for k, future in enumerate(futures):
+                    try:
+                        readers[k] = future.result()
+                    except BaseException as exc:
+                        errors.append(exc)
+                if errors:
+                    raise errors[0]
+        opened = [r for r in readers if r is not None]
+        _check_same_frames(opened)
+        return _frames_array(opened, frames_per_chunk)
+    except BaseException:
+        for k, r in enumerate(readers):
+            if r is not None and not isinstance(items[k], Reader):
+                r.close()
+        raise
+
+
+# -- whole slides ------------------------------------------------------------------------------
+def _tile_counts(tiles_per_chunk: Any) -> tuple[int, int]:
+    """(tile rows, tile columns) per chunk from an int or a (rows, columns) pair."""
+    if isinstance(tiles_per_chunk, (tuple, list)):
+        if len(tiles_per_chunk) != 2:
+            raise ValueError(f"tiles_per_chunk must be an int or (rows, columns), not {tiles_per_chunk!r}")
+        return (_check_chunk(tiles_per_chunk[0], "tiles_per_chunk"), _check_chunk(tiles_per_chunk[1], "tiles_per_chunk"))
+    n = _check_chunk(tiles_per_chunk, "tiles_per_chunk")
+    return n, n
+
+
+def _edges(total: int, step: int) -> list[tuple[int, int]]:
+    return [(a, min(a + step, total)) for a in range(0, total, step)]
+
+
+def slide_to_dask(
+    slide: Any,
+    level: int = 0,
+    tiles_per_chunk: int | tuple[int, int] = 1,
+    *,
+    focal_plane: int = 0,
+    optical_path: int = 0,
+    background: Any = None,
+):
+    """One level of a whole-slide image as a lazy dask array.
+
+    Parameters
+    ----------
+    slide : Slide, Level or Reader
+        A slide from `dicomframes.open_slide` (then `level` picks the level),
+        one of its levels, or a reader of one tiled instance.
+    level : int
+        The level of a slide (0: the largest).
+    tiles_per_chunk : int or (rows, columns)
+        Tiles per chunk along each axis (default 1: a chunk per tile).
+    focal_plane, optical_path : int
+        The plane to read.
+    background : optional
+        The value of absent tiles of sparse images (default: the one
+        ``read_region`` uses: white for 8-bit brightfield images).
+
+    Returns
+    -------
+    dask.array.Array
+        Shape (height, width, samples) (or (height, width) for one sample per
+        pixel), the level's dtype; chunks of whole tiles, those of the last row
+        and column clipped at the image edge. ``image[y0:y1, x0:x1]`` equals
+        ``read_region((x0, y0), (x1 - x0, y1 - y0))`` at that level, and
+        computing it fetches only the tiles it touches.
+    """
+    da, HighLevelGraph, tokenize = _require_dask()
+    from .reader import Reader
+    from .wsi import geometry_of
+
+    ty, tx = _tile_counts(tiles_per_chunk)
+    if isinstance(slide, Reader):
+        image, readers = slide, [slide]
+        slide._check_open()
+        geometry = geometry_of(slide)
+        width, height = geometry.width, geometry.height
+        tile_w, tile_h = geometry.tile_width, geometry.tile_height
+        geometry.positions()  # sparse positions parsed here, once, not on every worker
+        geometry.check_plane(focal_plane, optical_path)
+    else:
+        image = slide.levels[level] if hasattr(slide, "levels") else slide
+        readers = list(image.readers)
+        for r in readers:
+            r._check_open()
+            geometry_of(r).positions()  # sparse positions parsed here, once
+        width, height = image.width, image.height
+        tile_w, tile_h = image.tile_width, image.tile_height
+        if not (0 <= focal_plane < image.focal_planes and 0 <= optical_path < image.optical_paths):
+            from .wsi import RegionError
+
+            raise RegionError(
+                f"focal plane {focal_plane} / optical path {optical_path} out of range: the level has "
+                f"{image.focal_planes} focal plane(s) and {image.optical_paths} optical path(s)",
+                path=readers[0].path,
+            )
+    fmt = readers[0].format
+    extra = tuple(fmt.shape[2:])
+    token = tokenize(
+        "dicomframes-slide", [_identity(r) for r in readers], (ty, tx), focal_plane, optical_path,
+        None if background is None else np.asarray(background).tolist(),
+    )
+    name = f"dicomframes-slide-{token}"
+    image_key = f"dicomframes-level-{token}"
+    detached = _detached(image)
+    for r in getattr(detached, "readers", None) or [detached]:
+        r.workers = 1  # a chunk is one task: decode on its thread, no pools inside
+    dsk: dict[Any, Any] = {image_key: detached}
+    rows, columns = _edges(height, tile_h * ty), _edges(width, tile_w * tx)
+    zeros = (0,) * len(extra)
+    for i, (y0, y1) in enumerate(rows):
+        for j, (x0, x1) in enumerate(columns):
+            dsk[(name, i, j) + zeros] = (
+                read_window, image_key, x0, y0, x1 - x0, y1 - y0, focal_plane, optical_path, background,
+            )
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=())
+    chunks = (tuple(b - a for a, b in rows), tuple(b - a for a, b in columns)) + tuple((s,) for s in extra)
+    return da.Array(graph, name, chunks, dtype=fmt.dtype)

@@ -1,0 +1,217 @@
+"""A map-style dataset over the frames of many files, for data loaders.
+
+`FrameDataset` has ``__len__`` and ``__getitem__`` (and ``__getitems__``, which
+PyTorch's DataLoader uses to fetch a whole batch at once), and imports no
+machine-learning framework. It is safe in the worker processes of a data
+loader, started by fork or by spawn:
+
+- headers are read once, in the process that makes the dataset;
+- pickling the dataset (spawn) pickles its readers small (URL or path,
+  storage options, parsed header, compact frame index), and unpickling reads
+  nothing;
+- every process opens its own file handles and connections, lazily, on first
+  use (after a fork too: a reader notices it is in another process).
+
+    >>> ds = FrameDataset(["s3://bucket/a.dcm", "s3://bucket/b.dcm"], anon=True)  # doctest: +SKIP
+    >>> len(ds), ds[0].shape                                                      # doctest: +SKIP
+    >>> loader = torch.utils.data.DataLoader(ds, batch_size=32, num_workers=4)     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+__all__ = ["FrameDataset"]
+
+
+def locate_all(reader: Any) -> None:
+    """Locate every frame of `reader` now, so that copies of it never search.
+
+    Files without an offset table: walk the item headers to the end. Files with
+    a Basic Offset Table: find where the last frame ends (and, remotely, the
+    file's size). Copies pickled afterwards (to Dask workers, data loader
+    processes) carry the complete index. A file whose last frame cannot be
+    located is left as it is: reading that frame raises the error.
+    """
+    from .errors import DicomFramesError
+
+    index = reader.index
+    walk_all = getattr(index, "walk_all", None)
+    try:
+        if walk_all is not None:
+            walk_all()
+        if len(reader):
+            index.span(len(reader) - 1)
+    except DicomFramesError:
+        pass
+
+
+def _many(sources: Any) -> list[Any]:
+    if isinstance(sources, (str, bytes, os.PathLike)) or hasattr(sources, "frame"):
+        return [sources]
+    if isinstance(sources, tuple) and len(sources) == 2 and not isinstance(sources[0], (str, os.PathLike)):
+        return [sources]  # one (filesystem, path) pair
+    return list(sources)
+
+
+class FrameDataset:
+    """Frames of one or many DICOM files as one map-style dataset.
+
+    Item ``k`` is frame ``i`` of file ``f``, counting the frames of each file
+    in turn (file 0's frames first).
+
+    Parameters
+    ----------
+    sources : path, URL, Reader, or a sequence of them
+        The files, in order. Readers given are used (not closed by `close`);
+        everything else is opened with ``dicomframes.open(src, **open_options)``.
+    return_index : bool
+        Items are ``(frame, (file_index, frame_index))`` instead of the frame.
+    transform : callable, optional
+        Applied to each frame (must pickle, for spawned workers).
+    build_index : bool
+        Locate every frame now, in this process (files without an offset
+        table: one walk over their item headers), so that worker processes
+        never search for frames themselves. Default True.
+    **open_options
+        Passed to `dicomframes.open` (``as_rgb``, ``decoder``, storage options
+        such as ``anon=True``).
+    """
+
+    def __init__(
+        self,
+        sources: Any,
+        *,
+        return_index: bool = False,
+        transform: Callable[[np.ndarray], Any] | None = None,
+        build_index: bool = True,
+        **open_options: Any,
+    ) -> None:
+        from . import open as open_reader
+        from .reader import Reader
+
+        items = _many(sources)
+        self.return_index = return_index
+        self.transform = transform
+        self._owned = [not isinstance(item, Reader) for item in items]
+        if open_options and not all(self._owned):
+            raise TypeError(f"options {sorted(open_options)} apply to files to open, not to open readers")
+
+        def one(item: Any):
+            reader = item if isinstance(item, Reader) else open_reader(item, **open_options)
+            if build_index:
+                try:
+                    locate_all(reader)
+                except BaseException:
+                    if reader is not item:
+                        reader.close()
+                    raise
+            return reader
+
+        readers: list[Any] = [None] * len(items)
+        try:
+            if len(items) > 1:
+                with ThreadPoolExecutor(min(8, len(items)), thread_name_prefix="dicomframes-open") as pool:
+                    futures = [pool.submit(one, item) for item in items]
+                    errors = []
+                    for k, future in enumerate(futures):
+                        try:
+                            readers[k] = future.result()
+                        except BaseException as exc:
+                            errors.append(exc)
+                    if errors:
+                        raise errors[0]
+            elif items:
+                readers[0] = one(items[0])
+        except BaseException:
+            for owned, r in zip(self._owned, readers):
+                if owned and r is not None:
+                    r.close()
+            raise
+        self.readers: list[Reader] = readers
+        self._ends = np.cumsum([len(r) for r in readers], dtype=np.int64)
+
+    # -- the map ---------------------------------------------------------------------
+    def __len__(self) -> int:
+        return int(self._ends[-1]) if len(self._ends) else 0
+
+    def locate(self, k: int) -> tuple[int, int]:
+        """(file index, frame index) of item `k` (negative counts from the end)."""
+        if not isinstance(k, (int, np.integer)) or isinstance(k, bool):
+            raise TypeError(f"dataset indices must be integers, not {type(k).__name__}")
+        n = len(self)
+        k = int(k)
+        if k < 0:
+            k += n
+        if not 0 <= k < n:
+            raise IndexError(f"item {k} out of range for a dataset of {n} frames")
+        f = int(np.searchsorted(self._ends, k, side="right"))
+        return f, k - (int(self._ends[f - 1]) if f else 0)
+
+    def _item(self, frame: np.ndarray, where: tuple[int, int]) -> Any:
+        if self.transform is not None:
+            frame = self.transform(frame)
+        return (frame, where) if self.return_index else frame
+
+    def __getitem__(self, k: int) -> Any:
+        f, i = self.locate(k)
+        return self._item(self.readers[f].frame(i), (f, i))
+
+    def __getitems__(self, keys: Sequence[int]) -> list[Any]:
+        """Several items at once: each file's frames fetched together with planned,
+        coalesced range reads (PyTorch's DataLoader calls this for a batch)."""
+        where = [self.locate(k) for k in keys]
+        by_file: dict[int, list[int]] = {}
+        for f, i in where:
+            by_file.setdefault(f, []).append(i)
+        frames: dict[tuple[int, int], np.ndarray] = {}
+        for f, indices in by_file.items():
+            wanted = sorted(set(indices))
+            for i, frame in zip(wanted, self.readers[f].iter_frames(wanted, workers=1)):
+                frames[(f, i)] = frame
+        out, given = [], set()
+        for w in where:  # a key asked for twice gets its own copy
+            out.append(self._item(frames[w].copy() if w in given else frames[w], w))
+            given.add(w)
+        return out
+
+    def __iter__(self):
+        for f, reader in enumerate(self.readers):
+            for i, frame in enumerate(reader.iter_frames(workers=1)):
+                yield self._item(frame, (f, i))
+
+    # -- description -------------------------------------------------------------
+    @property
+    def paths(self) -> list[str]:
+        return [r.path for r in self.readers]
+
+    @property
+    def frame_counts(self) -> list[int]:
+        return [len(r) for r in self.readers]
+
+    def __repr__(self) -> str:
+        return f"<dicomframes.FrameDataset {len(self)} frames of {len(self.readers)} file(s)>"
+
+    # -- lifetime ------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the readers the dataset opened (not those it was given)."""
+        for owned, reader in zip(self._owned, self.readers):
+            if owned:
+                reader.close()
+
+    def __enter__(self) -> "FrameDataset":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __getstate__(self):
+        # The readers pickle small and reopen lazily where they land.
+        return self.__dict__.copy()
+
+    def __setstate__(self, state) -> None:
+        self.__dict__.update(state)

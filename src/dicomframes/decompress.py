@@ -1,0 +1,792 @@
+"""Decompress a huge DICOM file as a stream: pydicom's ``decompress``, with flat memory.
+
+`decompress` writes what ``pydicom.pixels.decompress(dcmread(src))`` followed by
+``save_as`` writes (see docs/decompress.md for the few deliberate differences),
+without ever holding the data set or the pixel data:
+
+1. the file meta and every element before Pixel Data are copied as byte ranges
+   (a 15 MB Per-Frame Functional Groups Sequence is copied, not parsed); only
+   the few elements that change are encoded anew: Transfer Syntax UID, SOP
+   Instance UID, Photometric Interpretation, Planar Configuration, Number of
+   Frames (and the Extended Offset Table, dropped or rewritten);
+2. frames come from `Reader.iter_frames` (planned range reads, parallel decode,
+   bounded bytes in flight) and are written in order;
+3. the elements after Pixel Data are copied.
+
+Sources whose data set is not Explicit VR Little Endian (Implicit VR, Big
+Endian, or encoded differently from what their transfer syntax says) have the
+elements before Pixel Data re-encoded through pydicom (see
+`dataset_writer.reencode`). Deflated sources are inflated as a stream.
+
+The output is written under a temporary name beside the destination and
+renamed when complete (on object stores, the object is committed only on
+success), so an error or an interrupt never leaves a partial file behind.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import sys
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, Callable, Iterator, TextIO
+
+import numpy as np
+
+from . import dataset_writer as dw
+from .errors import DecodeError, DicomFramesError, InvalidFileError, StorageError
+from .sources import BytesSource, Source
+
+#: Explicit VR Little Endian and Encapsulated Uncompressed Explicit VR Little Endian
+EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
+ENCAPSULATED_UNCOMPRESSED = "1.2.840.10008.1.2.1.98"
+#: the largest even defined length (PS3.5 7.1.1: 0xFFFFFFFF means undefined)
+MAX_DEFINED_LENGTH = 0xFFFFFFFE
+#: a fixed UID naming this writer, used only where the source has no file meta (PS3.7)
+IMPLEMENTATION_CLASS_UID = "2.25." + str(uuid.uuid5(uuid.NAMESPACE_URL, "https://pypi.org/project/dicomframes/").int)
+
+_COPY_CHUNK = 4 << 20
+_OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oci", "oss", "r2", "b2", "tos", "cos"}
+_UPLOAD_BLOCK = 8 << 20  # multipart upload part size (S3's minimum is 5 MiB)
+
+# Tags of the elements decompress changes.
+TRANSFER_SYNTAX_UID = 0x00020010
+MEDIA_STORAGE_SOP_INSTANCE_UID = 0x00020003
+MEDIA_STORAGE_SOP_CLASS_UID = 0x00020002
+META_GROUP_LENGTH = 0x00020000
+SOP_INSTANCE_UID = 0x00080018
+PHOTOMETRIC_INTERPRETATION = 0x00280004
+PLANAR_CONFIGURATION = 0x00280006
+NUMBER_OF_FRAMES = 0x00280008
+EXTENDED_OFFSET_TABLE = 0x7FE00001
+EXTENDED_OFFSET_TABLE_LENGTHS = 0x7FE00002
+ENCAPSULATED_PIXEL_DATA_VALUE_TOTAL_LENGTH = 0x7FE00003
+_PIXEL_TAG = {"PixelData": 0x7FE00010, "FloatPixelData": 0x7FE00008, "DoubleFloatPixelData": 0x7FE00009}
+
+
+class DestinationExistsError(DicomFramesError, FileExistsError):
+    """The destination exists and overwriting was not asked for."""
+
+
+# -- progress --------------------------------------------------------------------------------
+
+
+@dataclass
+class Progress:
+    """How far a `decompress` has come; passed to a ``progress`` callable after each frame."""
+
+    frames_done: int
+    frames_total: int
+    #: pixel data bytes written so far, and in all
+    bytes_done: int
+    bytes_total: int
+    seconds: float
+
+    @property
+    def bytes_per_second(self) -> float:
+        return self.bytes_done / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def seconds_left(self) -> float | None:
+        rate = self.bytes_per_second
+        return (self.bytes_total - self.bytes_done) / rate if rate > 0 else None
+
+
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "--:--"
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+class ProgressDisplay:
+    """A one-line progress display: frames done, MB/s, time left (for a terminal).
+
+    Call it with a `Progress`; it redraws at most every `interval` seconds and
+    ends its line when the last frame is done (or on `close`).
+    """
+
+    def __init__(self, stream: TextIO | None = None, interval: float = 0.25, label: str = "decompress") -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.interval = interval
+        self.label = label
+        self._last = float("-inf")
+        self._open_line = False
+
+    def __call__(self, p: Progress) -> None:
+        now = time.perf_counter()
+        done = p.frames_done >= p.frames_total
+        if not done and now - self._last < self.interval:
+            return
+        self._last = now
+        width = len(f"{p.frames_total:,}")
+        text = (
+            f"\r{self.label}: {p.frames_done:>{width},}/{p.frames_total:,} frames  "
+            f"{p.bytes_per_second / 1e6:8.1f} MB/s  {_clock(p.seconds_left if not done else p.seconds)} "
+            f"{'left' if not done else 'total'}"
+        )
+        self.stream.write(text)
+        self._open_line = True
+        if done:
+            self.close()
+        else:
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self._open_line:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._open_line = False
+
+
+# -- the plan --------------------------------------------------------------------------------
+
+
+@dataclass
+class _Layout:
+    """Everything written before the frames, and how the frames are written."""
+
+    head: bytes  # preamble, DICM, file meta
+    body_source: Source  # the source of the elements' copied ranges
+    body: list[dw.Piece]  # the elements before Pixel Data
+    pixel_tag: int
+    pixel_vr: str
+    encapsulated: bool
+    frames: int
+    frame_bytes: int  # bytes of one output frame (Bits Allocated 1: of its packed bits, rounded up)
+    frame_bits: int  # bits of one output frame
+    total: int  # pixel data bytes (native: before padding; encapsulated: the items' values)
+    photometric_interpretation: str
+    sop_instance_uid: str | None
+    reencoded: bool  # the elements were re-encoded (not Explicit VR Little Endian in the source)
+    little_endian: bool
+    explicit_vr: bool
+    dtype: np.dtype = field(default_factory=lambda: np.dtype("u1"))
+    shape: tuple[int, ...] = ()
+    bits_allocated: int = 8
+
+
+def _new_uid() -> str:
+    return "2.25." + str(uuid.uuid4().int)
+
+
+def output_photometric(reader, as_rgb: bool) -> str:
+    """The Photometric Interpretation of the decoded frames, as pydicom's decoders report it.
+
+    pydicom reads the colour space of JPEG and JPEG-LS from the codestream
+    (component IDs, a JFIF marker), reports JPEG 2000's YBR_ICT / YBR_RCT as
+    RGB (the codec applies the inverse transform), and YBR_FULL / YBR_FULL_422
+    as RGB once converted. YBR_FULL_422 that stays YCbCr is YBR_FULL once
+    decoded (full resolution); pydicom keeps saying YBR_FULL_422 there for
+    compressed sources, which misdescribes the output (docs/decompress.md).
+    """
+    fmt = reader.format
+    pi = fmt.photometric_interpretation
+    codec = fmt.ts.codec
+    spp = fmt.samples_per_pixel
+    if codec in ("jpeg", "jpegls") and spp == 3:
+        pi = fmt.photometric_for(fmt.codestream_parameters(reader.encoded_frame(0)))
+    elif codec in ("j2k", "htj2k") and pi in ("YBR_ICT", "YBR_RCT"):
+        pi = "RGB"
+    if spp == 3 and pi == "YBR_FULL_422" and fmt.bits_allocated != 1:
+        pi = "YBR_FULL"
+    if as_rgb and spp == 3 and pi == "YBR_FULL":
+        pi = "RGB"
+    return pi
+
+
+def _meta(reader, raw: bytes, meta_offset: int, dataset_offset: int, edits: dw.Edits, name: str) -> bytes:
+    """Preamble, DICM and the file meta group with `edits` applied."""
+    preamble = raw[:128] if meta_offset == 132 else bytes(128)
+    if dataset_offset > meta_offset:
+        src = BytesSource(raw, name=name)
+        pieces, seen = dw.rewrite(dw.walk(src, meta_offset, dataset_offset, block=max(1, dataset_offset)), edits)
+        body = b"".join(p if isinstance(p, bytes) else raw[p[0] : p[1]] for p in pieces)
+        has_length = META_GROUP_LENGTH in seen
+    else:
+        # No file meta in the source: write the mandatory elements (PS3.10 7.1).
+        sop_class = reader.header.get("SOPClassUID") or ""
+        parts = [dw.element(0x00020001, "OB", b"\x00\x01")]
+        if sop_class:
+            parts.append(dw.text_element(MEDIA_STORAGE_SOP_CLASS_UID, "UI", sop_class))
+        instance = edits.replace.get(MEDIA_STORAGE_SOP_INSTANCE_UID)
+        if instance is None and reader.header.get("SOPInstanceUID"):
+            instance = dw.text_element(MEDIA_STORAGE_SOP_INSTANCE_UID, "UI", reader.header.get("SOPInstanceUID"))
+        if instance is not None:
+            parts.append(instance)
+        parts.append(edits.replace[TRANSFER_SYNTAX_UID])
+        parts.append(dw.text_element(0x00020012, "UI", IMPLEMENTATION_CLASS_UID))
+        body = b"".join(parts)
+        has_length = True
+    if has_length:
+        body = dw.ul_element(META_GROUP_LENGTH, len(body)) + body
+    return preamble + b"DICM" + body
+
+
+def _plan(reader, *, as_rgb: bool, generate_instance_uid: bool, encapsulated: bool) -> _Layout:
+    header = reader.header
+    name = reader.path
+    fmt = reader.format
+    ts = header.transfer_syntax
+    n = len(reader)
+    source: Source = reader._source
+    data: Source = reader._data_source
+
+    # -- sizes, checked before anything is written -------------------------------------
+    pixels = fmt.rows * fmt.columns * fmt.samples_per_pixel
+    if fmt.bits_allocated == 1:
+        frame_bits = pixels
+        frame_bytes = -(-pixels // 8)
+        native_total = -(-(n * pixels) // 8)
+    else:
+        frame_bytes = pixels * fmt.dtype.itemsize
+        frame_bits = 8 * frame_bytes
+        native_total = n * frame_bytes
+    if encapsulated:
+        if header.pixel_keyword != "PixelData":
+            raise DicomFramesError(
+                f"{header.pixel_keyword} cannot be encapsulated (only Pixel Data can)", path=name,
+                hint="decompress without encapsulated=True / --encapsulated",
+            )
+        padded = frame_bytes + frame_bytes % 2
+        if padded > MAX_DEFINED_LENGTH:
+            raise DicomFramesError(f"a frame of {frame_bytes:,} bytes does not fit in one fragment (4 GiB)", path=name)
+        total = n * (8 + padded)
+    else:
+        total = native_total
+        if total > MAX_DEFINED_LENGTH:
+            raise DicomFramesError(
+                f"the native pixel data would hold {total:,} bytes ({n} frames of {frame_bytes:,} bytes), more "
+                "than a defined length allows (4 GiB - 2, PS3.5 7.1.1)",
+                path=name,
+                hint="write Encapsulated Uncompressed Explicit VR Little Endian instead: encapsulated=True / --encapsulated",
+            )
+
+    pi = output_photometric(reader, as_rgb)
+    uid = _new_uid() if generate_instance_uid else None
+
+    # -- file meta ---------------------------------------------------------------------------
+    raw = source.read(0, header.dataset_offset) if header.dataset_offset else source.read(0, 132)
+    if len(raw) >= 132 and raw[128:132] == b"DICM":
+        meta_offset = 132
+    elif raw[:4] == b"DICM":
+        meta_offset = 4
+    else:
+        meta_offset = 0
+    out_ts = ENCAPSULATED_UNCOMPRESSED if encapsulated else EXPLICIT_VR_LITTLE_ENDIAN
+    meta_replace = {TRANSFER_SYNTAX_UID: dw.text_element(TRANSFER_SYNTAX_UID, "UI", out_ts)}
+    if uid is not None:
+        meta_replace[MEDIA_STORAGE_SOP_INSTANCE_UID] = dw.text_element(MEDIA_STORAGE_SOP_INSTANCE_UID, "UI", uid)
+    head = _meta(reader, raw, meta_offset, header.dataset_offset, dw.Edits(meta_replace, frozenset({META_GROUP_LENGTH})), name)
+
+    # -- the elements before Pixel Data ------------------------------------------------------
+    start = 0 if ts.deflated else header.dataset_offset
+    little, explicit = ts.little_endian, header.explicit_vr
+    reencoded = not (little and explicit)
+    if not reencoded:
+        elements = list(dw.walk(data, start, block=max(4096, min(data.walk_block, header.pixel_offset - start))))
+        if not elements or elements[-1].tag not in dw.PIXEL_TAGS or elements[-1].value_start != header.pixel_offset:
+            raise InvalidFileError("the elements before Pixel Data do not walk to where the header found it", path=name)
+        elements.pop()
+        body_source = data
+    else:
+        pixel_start = header.pixel_offset - (12 if explicit else 8)
+        if pixel_start - start > dw.MAX_REENCODE_BYTES:
+            raise DicomFramesError(
+                f"{pixel_start - start:,} bytes of elements before Pixel Data need re-encoding; the limit is "
+                f"{dw.MAX_REENCODE_BYTES >> 20} MiB", path=name,
+            )
+        encoded = dw.reencode(data.read_exact(start, pixel_start - start), explicit_vr=explicit, little_endian=little, name=name)
+        body_source = BytesSource(encoded, name=name)
+        elements = list(dw.walk(body_source, 0))
+        if elements and elements[-1].tag in dw.PIXEL_TAGS:  # pragma: no cover - the range ends before it
+            elements.pop()
+
+    replace: dict[int, bytes] = {
+        PHOTOMETRIC_INTERPRETATION: dw.text_element(PHOTOMETRIC_INTERPRETATION, "CS", pi),
+        NUMBER_OF_FRAMES: dw.text_element(NUMBER_OF_FRAMES, "IS", str(n)),
+    }
+    only_if_present = {NUMBER_OF_FRAMES} if n <= 1 else set()
+    if uid is not None:
+        replace[SOP_INSTANCE_UID] = dw.text_element(SOP_INSTANCE_UID, "UI", uid)
+    if fmt.samples_per_pixel > 1:
+        replace[PLANAR_CONFIGURATION] = dw.us_element(PLANAR_CONFIGURATION, 0)
+    delete = {EXTENDED_OFFSET_TABLE, EXTENDED_OFFSET_TABLE_LENGTHS, ENCAPSULATED_PIXEL_DATA_VALUE_TOTAL_LENGTH}
+    if encapsulated:
+        padded = frame_bytes + frame_bytes % 2
+        offsets = np.arange(n, dtype="<u8") * np.uint64(8 + padded)
+        lengths = np.full(n, frame_bytes, dtype="<u8")
+        replace[EXTENDED_OFFSET_TABLE] = dw.element(EXTENDED_OFFSET_TABLE, "OV", offsets.tobytes())
+        replace[EXTENDED_OFFSET_TABLE_LENGTHS] = dw.element(EXTENDED_OFFSET_TABLE_LENGTHS, "OV", lengths.tobytes())
+        delete -= {EXTENDED_OFFSET_TABLE, EXTENDED_OFFSET_TABLE_LENGTHS}
+    body, _ = dw.rewrite(elements, dw.Edits(replace, frozenset(delete), frozenset(only_if_present), drop_group_lengths=True))
+
+    keyword = header.pixel_keyword
+    if encapsulated:
+        vr = "OB"
+    elif keyword == "PixelData":
+        vr = "OB" if fmt.bits_allocated <= 8 else "OW"
+    else:
+        vr = "OF" if keyword == "FloatPixelData" else "OD"
+    return _Layout(
+        head=head, body_source=body_source, body=body, pixel_tag=_PIXEL_TAG[keyword], pixel_vr=vr,
+        encapsulated=encapsulated, frames=n, frame_bytes=frame_bytes, frame_bits=frame_bits, total=total,
+        photometric_interpretation=pi, sop_instance_uid=uid, reencoded=reencoded, little_endian=little,
+        explicit_vr=explicit, dtype=fmt.dtype, shape=fmt.shape, bits_allocated=fmt.bits_allocated,
+    )
+
+
+# -- writing -----------------------------------------------------------------------------------
+
+
+def _copy(source: Source, start: int, end: int | None, write: Callable[[bytes], Any]) -> int:
+    """Copy ``[start, end)`` of `source` (to its end when `end` is None) in bounded chunks."""
+    pos = start
+    while end is None or pos < end:
+        want = _COPY_CHUNK if end is None else min(_COPY_CHUNK, end - pos)
+        chunk = source.read(pos, want) if end is None else source.read_exact(pos, want)
+        if not chunk:
+            break
+        write(chunk)
+        pos += len(chunk)
+    return pos - start
+
+
+def _write_pieces(source: Source, pieces: list[dw.Piece], write: Callable[[bytes], Any]) -> None:
+    for piece in pieces:
+        if isinstance(piece, bytes):
+            write(piece)
+        else:
+            _copy(source, piece[0], piece[1], write)
+
+
+def _pixel_end(reader) -> int | None:
+    """Where the source's Pixel Data element ends (in the data set source); None: at the end of the file."""
+    header = reader.header
+    if header.pixel_length is not None:
+        return header.pixel_offset + header.pixel_length
+    # Encapsulated: from the last frame's first item, walk the item headers to the delimiter.
+    span = reader.index.span(len(reader) - 1)
+    data = reader._data_source
+    pos = span.offset
+    size = data.size
+    while True:
+        head = data.read(pos, 8)
+        if len(head) < 8:
+            return None  # no sequence delimiter: the file ends inside the pixel data
+        group, elem, length = struct.unpack("<HHI", head)
+        tag = group << 16 | elem
+        if tag == dw.SEQUENCE_DELIMITER:
+            return pos + 8
+        if tag != dw.ITEM or length == dw.UNDEFINED:
+            raise InvalidFileError(
+                f"expected an item or the sequence delimiter after the last frame, found {dw.tag_text(tag)}",
+                path=reader.path, offset=pos,
+            )
+        pos += 8 + length
+        if size is not None and pos > size:
+            return None
+
+
+def _write_trailing(reader, layout: _Layout, write: Callable[[bytes], Any]) -> None:
+    """The elements after Pixel Data (Data Set Trailing Padding, signatures...)."""
+    end = _pixel_end(reader)
+    if end is None:
+        return
+    data = reader._data_source
+    if not layout.reencoded:
+        _copy(data, end, None, write)
+        return
+    parts = []
+    size = 0
+    pos = end
+    while True:
+        chunk = data.read(pos, _COPY_CHUNK)
+        if not chunk:
+            break
+        parts.append(chunk)
+        pos += len(chunk)
+        size += len(chunk)
+        if size > dw.MAX_REENCODE_BYTES:
+            break
+    raw = b"".join(parts)
+    if raw:
+        write(dw.reencode(raw, explicit_vr=layout.explicit_vr, little_endian=layout.little_endian, name=reader.path,
+                          what="the elements after Pixel Data"))
+
+
+class _FrameWriter:
+    """Writes decoded frames as native (or encapsulated native) pixel data."""
+
+    def __init__(self, layout: _Layout, write: Callable[[Any], Any], name: str) -> None:
+        self.layout = layout
+        self.write = write
+        self.name = name
+        self.frame = 0
+        self.written = 0
+        self._carry = np.empty(0, dtype=np.uint8)  # Bits Allocated 1: bits not yet a whole byte
+        le = layout.dtype.newbyteorder("<") if layout.dtype.itemsize > 1 else layout.dtype
+        self._le_dtype = le
+
+    def _check(self, arr: np.ndarray) -> None:
+        lay = self.layout
+        if arr.shape != lay.shape or arr.dtype.newbyteorder("=") != lay.dtype.newbyteorder("="):
+            raise DecodeError(
+                f"decoded frame has shape {arr.shape} and dtype {arr.dtype}, expected {lay.shape} {lay.dtype}",
+                path=self.name, frame=self.frame,
+            )
+
+    def _bytes(self, arr: np.ndarray) -> memoryview | bytes:
+        if self.layout.bits_allocated == 1:
+            bits = arr.reshape(-1)
+            if self.layout.encapsulated:  # each frame starts on a byte boundary
+                return np.packbits(bits, bitorder="little").tobytes()
+            if self._carry.size:
+                bits = np.concatenate([self._carry, bits])
+            whole = bits.size // 8 * 8
+            self._carry = bits[whole:].copy()
+            return np.packbits(bits[:whole], bitorder="little").tobytes()
+        arr = np.ascontiguousarray(arr, dtype=self._le_dtype)
+        return memoryview(arr).cast("B")
+
+    def add(self, arr: np.ndarray) -> None:
+        self._check(arr)
+        data = self._bytes(arr)
+        if self.layout.encapsulated:
+            n = len(data)
+            pad = n % 2
+            self.write(dw.item_header(n + pad))
+            self.write(data)
+            if pad:
+                self.write(b"\x00")
+            self.written += 8 + n + pad
+        else:
+            self.write(data)
+            self.written += len(data)
+        self.frame += 1
+
+    def finish(self) -> None:
+        if self.layout.encapsulated:
+            self.write(dw.SEQUENCE_DELIMITER_BYTES)
+            return
+        if self._carry.size:
+            tail = np.packbits(self._carry, bitorder="little").tobytes()
+            self.write(tail)
+            self.written += len(tail)
+        if self.written != self.layout.total:  # pragma: no cover - guarded by _check
+            raise DecodeError(f"wrote {self.written} bytes of pixel data, expected {self.layout.total}", path=self.name)
+        if self.written % 2:
+            self.write(b"\x00")
+
+
+def _pixel_element_header(layout: _Layout) -> bytes:
+    if layout.encapsulated:
+        return dw.pixel_header(layout.pixel_tag, "OB", None) + dw.item_header(0)  # empty Basic Offset Table
+    return dw.pixel_header(layout.pixel_tag, layout.pixel_vr, layout.total + layout.total % 2)
+
+
+# -- destinations --------------------------------------------------------------------------------
+
+
+def _is_remote(target: Any) -> bool:
+    if isinstance(target, tuple):
+        return True
+    if isinstance(target, (str, os.PathLike)):
+        text = os.fspath(target)
+        return "://" in text and not text.startswith("file://")
+    return False
+
+
+def _local_path(target: str | os.PathLike) -> str:
+    text = os.fspath(target)
+    return text[len("file://") :] if text.startswith("file://") else text
+
+
+def _exists_error(name: str) -> DestinationExistsError:
+    return DestinationExistsError(
+        "the destination exists", path=name, hint="pass overwrite=True (or --force) to replace it",
+    )
+
+
+class _Destination:
+    """Where the output goes, and how it is committed only when complete."""
+
+    name: str
+
+    def check(self, overwrite: bool) -> None:
+        raise NotImplementedError
+
+    def open(self, overwrite: bool):
+        raise NotImplementedError
+
+
+class _LocalDestination(_Destination):
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.name = path
+
+    def check(self, overwrite: bool) -> None:
+        if os.path.lexists(self.path):
+            if not overwrite:
+                raise _exists_error(self.name)
+            if os.path.isdir(self.path):
+                raise DicomFramesError("the destination is a directory", path=self.name)
+
+    def same_as(self, source: Source) -> bool:
+        path = getattr(source, "path", None)
+        if not isinstance(path, str) or not os.path.exists(self.path):
+            return False
+        try:
+            return os.path.samefile(path, self.path)
+        except OSError:
+            return False
+
+    @contextmanager
+    def open(self, overwrite: bool) -> Iterator[BinaryIO]:
+        directory, base = os.path.split(os.path.abspath(self.path))
+        tmp = os.path.join(directory, f".{base}.{uuid.uuid4().hex[:12]}.part")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        except OSError as exc:
+            raise DicomFramesError(f"cannot write beside the destination: {exc.strerror}", path=self.name) from exc
+        try:
+            with os.fdopen(fd, "wb", buffering=1 << 20) as f:
+                yield f
+            if overwrite:
+                os.replace(tmp, self.path)
+            else:
+                # Never replace a file that appeared meanwhile: link, which fails if it exists.
+                try:
+                    os.link(tmp, self.path)
+                except FileExistsError:
+                    raise _exists_error(self.name) from None
+                except OSError:  # no hard links here (some network or FAT file systems)
+                    if os.path.lexists(self.path):
+                        raise _exists_error(self.name) from None
+                    os.rename(tmp, self.path)
+                else:
+                    os.unlink(tmp)
+        except BaseException as exc:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            if isinstance(exc, OSError) and not isinstance(exc, DicomFramesError):
+                raise StorageError(f"writing failed: {exc.strerror or exc}", path=self.name) from exc
+            raise
+
+
+class _FsspecDestination(_Destination):
+    def __init__(self, target: Any, storage_options: dict[str, Any]) -> None:
+        import fsspec
+
+        if isinstance(target, tuple):
+            self.fs, self.path = target
+            self.name = self.fs.unstrip_protocol(self.path) if hasattr(self.fs, "unstrip_protocol") else self.path
+        else:
+            self.fs, self.path = fsspec.core.url_to_fs(os.fspath(target), **storage_options)
+            self.name = os.fspath(target)
+        protocols = self.fs.protocol if isinstance(self.fs.protocol, (tuple, list)) else (self.fs.protocol,)
+        #: object stores commit an object only when its upload completes: write the final key directly
+        self.direct = any(p in _OBJECT_STORES for p in protocols)
+
+    def check(self, overwrite: bool) -> None:
+        if self.fs.exists(self.path):
+            if not overwrite:
+                raise _exists_error(self.name)
+            if self.fs.isdir(self.path):
+                raise DicomFramesError("the destination is a directory", path=self.name)
+
+    def same_as(self, source: Source) -> bool:
+        other = getattr(source, "name", None)
+        return other in (self.name, self.path)
+
+    def _discard(self, f, path: str) -> None:
+        discard = getattr(f, "discard", None)
+        try:
+            if self.direct and callable(discard):
+                discard()  # s3fs: aborts the multipart upload; nothing was committed
+                f.closed = True  # closing now would commit what was written
+            else:
+                f.close()
+        except Exception:
+            pass
+        if not self.direct or not callable(discard):
+            try:
+                if self.fs.exists(path):
+                    self.fs.rm(path)
+            except Exception:
+                pass
+
+    @contextmanager
+    def open(self, overwrite: bool) -> Iterator[BinaryIO]:
+        if self.direct:
+            target = self.path
+        else:
+            parent, base = self.path.rsplit("/", 1) if "/" in self.path else ("", self.path)
+            target = (parent + "/" if parent else "") + f".{base}.{uuid.uuid4().hex[:12]}.part"
+        try:
+            f = self.fs.open(target, "wb", block_size=_UPLOAD_BLOCK)
+        except TypeError:  # a file system whose open takes no block_size
+            f = self.fs.open(target, "wb")
+        try:
+            yield f
+            f.close()  # on object stores: completes the upload, the object appears now
+        except BaseException as exc:
+            self._discard(f, target)
+            if isinstance(exc, OSError) and not isinstance(exc, DicomFramesError):
+                raise StorageError(f"writing failed: {exc}", path=self.name) from exc
+            raise
+        if not self.direct:
+            try:
+                if not overwrite and self.fs.exists(self.path):
+                    raise _exists_error(self.name)
+                self.fs.mv(target, self.path)
+            except BaseException:
+                try:
+                    self.fs.rm(target)
+                except Exception:
+                    pass
+                raise
+
+
+def _destination(dst: Any, storage_options: dict[str, Any]) -> _Destination:
+    if _is_remote(dst):
+        return _FsspecDestination(dst, storage_options)
+    if isinstance(dst, (str, os.PathLike)):
+        return _LocalDestination(_local_path(dst))
+    raise TypeError(f"cannot write to {type(dst).__name__}: give a path, an fsspec URL or (filesystem, path)")
+
+
+# -- the function ---------------------------------------------------------------------------------
+
+
+def decompress(
+    src: Any,
+    dst: str | os.PathLike | tuple,
+    *,
+    as_rgb: bool = True,
+    generate_instance_uid: bool = True,
+    workers: int | None = None,
+    overwrite: bool = False,
+    encapsulated: bool = False,
+    decoder: str | None = None,
+    progress: bool | Callable[[Progress], Any] | None = None,
+    max_inflight: int | None = None,
+    **storage_options: Any,
+) -> str:
+    """Write a decompressed copy of `src` to `dst`, one frame at a time.
+
+    The result equals ``pydicom.pixels.decompress(pydicom.dcmread(src))``
+    saved with ``save_as`` (element for element; the pixel data byte for byte
+    where the same decoders are used), except for the deliberate differences
+    listed in docs/decompress.md. Memory stays bounded by the bytes in flight,
+    however large the file.
+
+    Parameters
+    ----------
+    src : str, os.PathLike, binary file object, or (fsspec filesystem, path)
+        Anything `dicomframes.open` accepts: a local path, an fsspec URL
+        (``s3://``, ``gs://``, ``https://`` ...), an open file, bytes.
+    dst : str, os.PathLike, or (fsspec filesystem, path)
+        A local path or an fsspec URL. Written under a temporary name beside it
+        and renamed when complete (object stores: committed only on success).
+    as_rgb : bool
+        Convert YCbCr (YBR_FULL, YBR_FULL_422) frames to RGB, as pydicom does.
+    generate_instance_uid : bool
+        Give the output a new SOP Instance UID (in the data set and the file
+        meta), as pydicom does; False keeps the source's.
+    workers : int, optional
+        Frames decoded in parallel (default: the available cores).
+    overwrite : bool
+        Replace an existing `dst` (otherwise `DestinationExistsError`).
+    encapsulated : bool
+        Write Encapsulated Uncompressed Explicit VR Little Endian
+        (1.2.840.10008.1.2.1.98): one fragment per frame, an empty Basic Offset
+        Table and an Extended Offset Table, so the pixel data may pass 4 GiB.
+        By default the output is Explicit VR Little Endian, and native pixel
+        data over 4 GiB - 2 bytes is refused before anything is written.
+    decoder : str, optional
+        The decoder backend (``"pylibjpeg"`` decodes as pydicom does;
+        ``"imagecodecs"``, the default where installed, is faster and may differ
+        by a grey level on lossy JPEG).
+    progress : bool or callable, optional
+        True: a progress line on stderr (frames, MB/s, time left). A callable
+        is called with a `Progress` after every frame (raising from it aborts
+        the write cleanly).
+    max_inflight : int, optional
+        Bytes of fetched, not yet written frames held at once (default 64 MiB).
+    **storage_options
+        fsspec options for remote `src` and `dst` (e.g. ``anon=True``).
+
+    Returns
+    -------
+    str
+        The destination's path or URL.
+
+    Raises
+    ------
+    DestinationExistsError
+        `dst` exists and `overwrite` is False (nothing is read or written).
+    DicomFramesError
+        The source cannot be read or decoded, the pixel data is too large for
+        a defined length, and the like; nothing is left at `dst`.
+    """
+    from . import open as open_reader
+
+    src_options = storage_options if _is_remote(src) else {}
+    dst_options = storage_options if _is_remote(dst) else {}
+    if storage_options and not src_options and not dst_options:
+        raise TypeError(f"unexpected options for local files: {', '.join(sorted(storage_options))}")
+    destination = _destination(dst, dst_options)
+    destination.check(overwrite)
+
+    display = ProgressDisplay() if progress is True else None
+    report = display if display is not None else (progress if callable(progress) else None)
+
+    reader = open_reader(src, as_rgb=as_rgb, decoder=decoder, workers=workers, max_inflight=max_inflight, **src_options)
+    frames = None
+    try:
+        if destination.same_as(reader._source):
+            raise DicomFramesError("the destination is the source; write elsewhere", path=destination.name)
+        layout = _plan(reader, as_rgb=as_rgb, generate_instance_uid=generate_instance_uid, encapsulated=encapsulated)
+        frames = reader.iter_frames()
+        # The first frame before the output exists: decoder errors come first, and
+        # worker processes (if any) start before the output file is opened.
+        first = next(frames, None)
+        start = time.perf_counter()
+        with destination.open(overwrite) as out:
+            write = out.write
+            write(layout.head)
+            _write_pieces(layout.body_source, layout.body, write)
+            write(_pixel_element_header(layout))
+            writer = _FrameWriter(layout, write, reader.path)
+            pending = [] if first is None else [first]
+            del first
+            for arr in _chain_first(pending, frames):
+                writer.add(arr)
+                del arr
+                if report is not None:
+                    report(Progress(writer.frame, layout.frames, writer.written, layout.total, time.perf_counter() - start))
+            if writer.frame != layout.frames:  # pragma: no cover - the reader yields every frame
+                raise DecodeError(f"got {writer.frame} frames, expected {layout.frames}", path=reader.path)
+            writer.finish()
+            _write_trailing(reader, layout, write)
+    finally:
+        if frames is not None:
+            frames.close()
+        reader.close()
+        if display is not None:
+            display.close()
+    return destination.name
+
+
+def _chain_first(pending: list, rest: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+    while pending:
+        yield pending.pop()
+    yield from rest

@@ -1,0 +1,636 @@
+"""Tile positions from functional group sequences, parsed lazily into arrays.
+
+A sparse whole-slide level (Dimension Organization Type TILED_SPARSE) says
+where each tile lies in the Per-Frame Functional Groups Sequence: one item per
+frame, 150,000 and more of them, each holding a Plane Position (Slide)
+Sequence among other things. Reading that with a general DICOM parser makes a
+Python object per element; here we stream once through the sequence's bytes in
+large blocks, read only the handful of values that place a tile, seek past the
+values of every other element, and store the results in NumPy arrays.
+
+What is read, per item of the sequence walked:
+
+- Plane Position (Slide) Sequence (0048,021A) > Column Position In Total Image
+  Pixel Matrix (0048,021E) SL, Row Position In Total Image Pixel Matrix
+  (0048,021F) SL (both 1-based in the file, 0-based here) and Z Offset In
+  Slide Coordinate System (0040,074A) DS;
+- Optical Path Identification Sequence (0048,0207) > Optical Path Identifier
+  (0048,0106) SH;
+- Optical Path Identifier (0048,0106) directly in the item (as in the items of
+  the top-level Optical Path Sequence, which the same walk reads);
+- Pixel Measures Sequence (0028,9110) > Pixel Spacing (0028,0030) DS (as in
+  the Shared Functional Groups Sequence).
+
+Explicit and implicit VR, little and big endian, defined and undefined lengths
+of items and nested sequences are all handled; an undefined-length UN element
+is read as the implicit VR little endian sequence it is (PS3.5 6.2.2).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .cursor import read_through
+from .errors import InvalidFileError, TruncatedFileError
+from .header import Header
+from .sources import Source
+
+#: marks a frame whose item has no row/column position
+MISSING = np.iinfo(np.int32).min
+
+_UNDEFINED = 0xFFFFFFFF
+_ITEM = 0xFFFEE000
+_ITEM_DELIMITER = 0xFFFEE00D
+_SEQUENCE_DELIMITER = 0xFFFEE0DD
+
+_PLANE_POSITION_SLIDE = 0x0048021A
+_COLUMN_POSITION = 0x0048021E
+_ROW_POSITION = 0x0048021F
+_Z_OFFSET = 0x0040074A
+_OPTICAL_PATH_ID_SEQUENCE = 0x00480207
+_OPTICAL_PATH_ID = 0x00480106
+_PIXEL_MEASURES = 0x00289110
+_PIXEL_SPACING = 0x00280030
+
+_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT", b"SV", b"UV"})
+_MAX_DEPTH = 64
+_MAX_VALUE = 1024  # the values we read are a few bytes; longer ones are skipped
+_FAST_AHEAD = 64 << 10  # undefined-length items are read inline with this much buffered ahead
+
+# Container roles: sequences are even, the items inside them the next odd number.
+_TOP_SEQ, _TOP_ITEM = 0, 1
+_PLANE_SEQ, _PLANE_ITEM = 2, 3
+_OPID_SEQ, _OPID_ITEM = 4, 5
+_MEASURES_SEQ, _MEASURES_ITEM = 6, 7
+_SKIP_SEQ, _SKIP_ITEM = 8, 9
+_NESTED = {_PLANE_POSITION_SLIDE: _PLANE_SEQ, _OPTICAL_PATH_ID_SEQUENCE: _OPID_SEQ, _PIXEL_MEASURES: _MEASURES_SEQ}
+
+
+@dataclass
+class ItemValues:
+    """What the walk found, one entry per item of the walked sequence.
+
+    Attributes
+    ----------
+    count : int
+        Items in the sequence.
+    columns, rows : numpy.ndarray of int32
+        0-based pixel position of each item's tile in the total pixel matrix
+        (`MISSING` where the item has no Plane Position (Slide)).
+    z : numpy.ndarray of float64 or None
+        Z Offset in Slide Coordinate System (NaN where absent); None if no item had one.
+    optical_path : numpy.ndarray of int32 or None
+        Index into `optical_path_ids` (-1 where absent); None if no item had one.
+    optical_path_ids : list of str
+        The distinct Optical Path Identifiers, in order of first appearance.
+    pixel_spacing : tuple of float or None
+        The first Pixel Spacing (row, column spacing in mm) found.
+    """
+
+    count: int
+    columns: np.ndarray
+    rows: np.ndarray
+    z: np.ndarray | None = None
+    optical_path: np.ndarray | None = None
+    optical_path_ids: list[str] = field(default_factory=list)
+    pixel_spacing: tuple[float, ...] | None = None
+
+    @property
+    def has_positions(self) -> bool:
+        return bool(self.count) and bool((self.columns != MISSING).any())
+
+
+def _number(raw: bytes) -> float:
+    text = raw.decode("latin-1").strip("\x00 ")
+    try:
+        return float(text.split("\\")[0])
+    except ValueError:
+        return float("nan")
+
+
+def _refill(source: Source, buf: bytes, base: int, pos: int, need: int, block: int, end: int) -> bytes:
+    """A new buffer starting at `pos`: what `buf` (at `base`) still holds, plus one block more."""
+    rel = pos - base
+    keep = buf[rel:] if 0 <= rel < len(buf) else b""
+    start = pos + len(keep)
+    want = min(max(block, need) - len(keep), end - start)
+    # Bytes the source already holds (e.g. those that came with the header's
+    # first read of a remote file) are taken from its block cache.
+    more = read_through(source, source.block_cache, [(start, want)])[0] if want > 0 else b""
+    return keep + more if keep else more
+
+
+_EXPL_LE = struct.Struct("<HH2sH").unpack_from
+_IMPL_LE = struct.Struct("<HHI").unpack_from
+_U32_LE = struct.Struct("<I").unpack_from
+_I32_LE = struct.Struct("<i").unpack_from
+
+
+def _skip_sequence(buf: bytes, p: int, explicit: bool, depth: int) -> int:
+    """Past the delimiter of the undefined-length sequence whose first item is at
+    `p`, or -1 where the general walk must take over (see `_fast_item`)."""
+    if depth > _MAX_DEPTH:
+        return -1
+    while True:
+        g, e, ilen = _IMPL_LE(buf, p)
+        p += 8
+        if g != 0xFFFE:
+            return -1
+        if e == 0xE0DD:
+            return p
+        if e != 0xE000:
+            return -1
+        if ilen != 0xFFFFFFFF:
+            p += ilen
+            continue
+        while True:  # the elements of an undefined-length item, up to its delimiter
+            if explicit:
+                g, e, vr, vlen = _EXPL_LE(buf, p)
+                if g == 0xFFFE:
+                    if e != 0xE00D:
+                        return -1
+                    p += 8
+                    break
+                if vr in _LONG_VRS:
+                    vlen = _U32_LE(buf, p + 8)[0]
+                    p += 12
+                else:
+                    p += 8
+                if vlen == 0xFFFFFFFF:
+                    if vr == b"UN":
+                        return -1
+                    p = _skip_sequence(buf, p, explicit, depth + 1)
+                    if p < 0:
+                        return -1
+                    continue
+            else:
+                g, e, vlen = _IMPL_LE(buf, p)
+                if g == 0xFFFE:
+                    if e != 0xE00D:
+                        return -1
+                    p += 8
+                    break
+                p += 8
+                if vlen == 0xFFFFFFFF:
+                    p = _skip_sequence(buf, p, explicit, depth + 1)
+                    if p < 0:
+                        return -1
+                    continue
+            p += vlen
+
+
+def _fast_item(buf: bytes, p: int, end: int, explicit: bool,
+               _expl=_EXPL_LE, _impl=_IMPL_LE, _u32=_U32_LE, _i32=_I32_LE, _long=_LONG_VRS) -> tuple | None:
+    """The values of one little endian item whose content starts at ``buf[p]``.
+
+    `end` is where a defined-length item ends, or -1 for an undefined-length
+    one (ended by its delimiter). Returns (column, row, z bytes, optical path
+    identifier bytes, position after the item), with None for what the item
+    lacks, or None when the item needs the general walk: the buffer ends inside
+    it, Pixel Measures, a UN sequence, anything that does not add up. This is
+    the common case made fast: nested sequences are walked inline, without the
+    general walk's stack.
+    """
+    col = row = zraw = opid = None
+    defined = end >= 0
+    try:
+        while True:
+            if defined:
+                if p >= end:
+                    break
+            if explicit:
+                g, e, vr, vlen = _expl(buf, p)
+                if g == 0xFFFE:
+                    if e == 0xE00D and not defined:
+                        p += 8
+                        break
+                    return None
+                if vr in _long:
+                    vlen = _u32(buf, p + 8)[0]
+                    p += 12
+                else:
+                    p += 8
+            else:
+                g, e, vlen = _impl(buf, p)
+                if g == 0xFFFE:
+                    if e == 0xE00D and not defined:
+                        p += 8
+                        break
+                    return None
+                p += 8
+                vr = None
+            if g == 0x0048 and (e == 0x021A or e == 0x0207):  # Plane Position (Slide) / Optical Path Identification
+                if vr == b"UN":
+                    return None
+                plane = e == 0x021A
+                send = p + vlen if vlen != 0xFFFFFFFF else -1
+                while True:  # items of the nested sequence
+                    if send >= 0:
+                        if p >= send:
+                            break
+                    ig, ie, ilen = _impl(buf, p)
+                    p += 8
+                    if ig != 0xFFFE:
+                        return None
+                    if ie == 0xE0DD and send < 0:
+                        break
+                    if ie != 0xE000:
+                        return None
+                    iend = p + ilen if ilen != 0xFFFFFFFF else -1
+                    while True:  # elements of a nested item
+                        if iend >= 0:
+                            if p >= iend:
+                                break
+                        if explicit:
+                            g2, e2, vr2, vlen2 = _expl(buf, p)
+                            if g2 == 0xFFFE:
+                                if e2 == 0xE00D and iend < 0:
+                                    p += 8
+                                    break
+                                return None
+                            if vr2 in _long:
+                                vlen2 = _u32(buf, p + 8)[0]
+                                p += 12
+                            else:
+                                p += 8
+                        else:
+                            g2, e2, vlen2 = _impl(buf, p)
+                            if g2 == 0xFFFE:
+                                if e2 == 0xE00D and iend < 0:
+                                    p += 8
+                                    break
+                                return None
+                            p += 8
+                            vr2 = None
+                        if vlen2 == 0xFFFFFFFF:
+                            if vr2 == b"UN":
+                                return None
+                            p = _skip_sequence(buf, p, explicit, 1)
+                            if p < 0:
+                                return None
+                            continue
+                        if g2 == 0x0048:
+                            if not plane:
+                                if e2 == 0x0106:
+                                    opid = buf[p : p + vlen2]
+                            elif e2 == 0x021E:
+                                if vlen2 != 4:
+                                    return None
+                                col = _i32(buf, p)[0] - 1
+                            elif e2 == 0x021F:
+                                if vlen2 != 4:
+                                    return None
+                                row = _i32(buf, p)[0] - 1
+                        elif g2 == 0x0040 and e2 == 0x074A and plane:
+                            zraw = buf[p : p + vlen2]
+                        p += vlen2
+                    if iend >= 0 and p != iend:
+                        return None
+                if send >= 0 and p != send:
+                    return None
+                continue
+            if vlen == 0xFFFFFFFF:
+                if vr == b"UN":
+                    return None
+                p = _skip_sequence(buf, p, explicit, 1)
+                if p < 0:
+                    return None
+                continue
+            if g == 0x0048 and e == 0x0106:
+                opid = buf[p : p + vlen]
+            elif g == 0x0028 and e == 0x9110:  # Pixel Measures: the general walk reads it
+                return None
+            p += vlen
+    except struct.error:  # the buffer ends inside the item
+        return None
+    if defined and p != end:
+        return None
+    if p > len(buf):  # a value ran past the buffer (its bytes were cut): retry in the general walk
+        return None
+    return col, row, zraw, opid, p
+
+
+class _Collected:
+    """Growing arrays of the values found, one slot per top-level item."""
+
+    def __init__(self, capacity: int) -> None:
+        self.cap = max(capacity, 16)
+        self.columns = np.full(self.cap, MISSING, dtype=np.int32)
+        self.rows = np.full(self.cap, MISSING, dtype=np.int32)
+        self.z: np.ndarray | None = None
+        self.opath: np.ndarray | None = None
+        self.ids: dict[str, int] = {}
+        self.z_cache: dict[bytes, float] = {}
+        self._id_cache: dict[bytes, int] = {}
+        self.spacing: tuple[float, ...] | None = None
+        self._views()
+
+    def _views(self) -> None:
+        # memoryviews take Python ints faster than NumPy item assignment
+        self.columns_view = memoryview(self.columns)
+        self.rows_view = memoryview(self.rows)
+        self.z_view = memoryview(self.z) if self.z is not None else None
+
+    def grow(self) -> None:
+        old, self.cap = self.cap, self.cap * 2
+
+        def more(a, fill):
+            return None if a is None else np.concatenate([a, np.full(self.cap - old, fill, a.dtype)])
+
+        self.columns = more(self.columns, MISSING)
+        self.rows = more(self.rows, MISSING)
+        self.z = more(self.z, np.nan)
+        self.opath = more(self.opath, -1)
+        self._views()
+
+    def set_z(self, item: int, raw: bytes) -> None:
+        value = self.z_cache.get(raw)
+        if value is None:
+            value = self.z_cache[raw] = _number(raw)
+        if self.z is None:
+            self.z = np.full(self.cap, np.nan)
+            self._views()
+        self.z[item] = value
+
+    def set_optical_path(self, item: int, raw: bytes) -> None:
+        k = self._id_cache.get(raw)
+        if k is None:
+            key = raw.decode("latin-1").strip("\x00 ")
+            k = self.ids.get(key)
+            if k is None:
+                k = self.ids[key] = len(self.ids)
+            self._id_cache[raw] = k
+        if self.opath is None:
+            self.opath = np.full(self.cap, -1, dtype=np.int32)
+        self.opath[item] = k
+
+    def result(self, count: int) -> ItemValues:
+        for view in (self.columns_view, self.rows_view, self.z_view):
+            if view is not None:
+                view.release()
+        def trim(a):
+            return a[:count].copy() if a is not None and len(a) != count else a
+
+        return ItemValues(
+            count=count, columns=trim(self.columns), rows=trim(self.rows), z=trim(self.z),
+            optical_path=trim(self.opath), optical_path_ids=list(self.ids), pixel_spacing=self.spacing,
+        )
+
+
+def walk_items(
+    source: Source,
+    offset: int,
+    length: int | None,
+    *,
+    explicit: bool,
+    little: bool,
+    limit: int | None = None,
+    capacity: int = 0,
+    block: int = 1 << 20,
+) -> ItemValues:
+    """Walk the sequence whose value starts at `offset` and collect tile positions.
+
+    Parameters
+    ----------
+    source : Source
+        The source holding the data set (``reader._data_source``).
+    offset : int
+        Where the sequence's value (its first item) starts.
+    length : int or None
+        The sequence's value length, or None for undefined length.
+    explicit, little : bool
+        The data set's encoding.
+    limit : int, optional
+        Never read past this offset (e.g. the Pixel Data value offset) when the
+        length is undefined.
+    capacity : int
+        Expected number of items (Number of Frames); the arrays grow if there are more.
+    block : int
+        Bytes per read.
+
+    Returns
+    -------
+    ItemValues
+    """
+    name = source.name
+    end_all = offset + length if length is not None else (limit if limit is not None else source.size)
+    if end_all is None:
+        end_all = 1 << 62
+    out = _Collected(capacity)
+    u32_le, u32_be = struct.Struct("<I").unpack_from, struct.Struct(">I").unpack_from
+    i32_le, i32_be = struct.Struct("<i").unpack_from, struct.Struct(">i").unpack_from
+    expl_le, expl_be = struct.Struct("<HH2sH").unpack_from, struct.Struct(">HH2sH").unpack_from
+    impl_le, impl_be = struct.Struct("<HHI").unpack_from, struct.Struct(">HHI").unpack_from
+    fast = _fast_item
+
+    buf = b""
+    base = offset  # absolute offset of buf[0]
+    p = 0  # position relative to base
+    n = 0
+
+    # Current container: role, absolute end (-1: undefined), explicit, little.
+    role, end, expl, le = _TOP_SEQ, (offset + length if length is not None else -1), explicit, little
+    stack: list[tuple[int, int, bool, bool, int]] = []
+    item = -1  # index of the current top-level item
+    count = 0
+    try:
+        while True:
+            pos = base + p
+            if end >= 0 and pos >= end:
+                if pos > end:
+                    raise InvalidFileError(
+                        f"an element runs {pos - end} bytes past the end of its item or sequence",
+                        path=name, offset=end,
+                    )
+                if not stack:
+                    break
+                role, end, expl, le, item = stack.pop()
+                continue
+            if p + 12 > n:
+                buf = _refill(source, buf, base, pos, 12, block, end_all)
+                base, p, n = pos, 0, len(buf)
+                if n < 8:
+                    raise TruncatedFileError("the file ends inside a functional group sequence", path=name, offset=pos)
+
+            if role & 1 == 0:  # a sequence: items or its delimiter
+                group, elem, ilen = (impl_le if le else impl_be)(buf, p)
+                if role == _TOP_SEQ and le and group == 0xFFFE and elem == 0xE000:
+                    # The common case: items read inline while they last.
+                    columns, rows = out.columns_view, out.rows_view
+                    z_cache = out.z_cache
+                    while True:
+                        if ilen != _UNDEFINED:
+                            q = p + 8 + ilen
+                            if q > n and ilen <= block:
+                                buf = _refill(source, buf, base, base + p, 8 + ilen, block, end_all)
+                                base, p, n = base + p, 0, len(buf)
+                                q = 8 + ilen
+                            found = fast(buf, p + 8, q, expl) if q <= n else None
+                        else:
+                            if n - p < _FAST_AHEAD and base + n < end_all:
+                                buf = _refill(source, buf, base, base + p, block, block, end_all)
+                                base, p, n = base + p, 0, len(buf)
+                            found = fast(buf, p + 8, -1, expl)
+                        if found is None:
+                            break
+                        if count == out.cap:
+                            out.grow()
+                            columns, rows = out.columns_view, out.rows_view
+                        col, row, zraw, opid, q = found
+                        if col is not None:
+                            columns[count] = col
+                        if row is not None:
+                            rows[count] = row
+                        if zraw is not None:
+                            zvalue = z_cache.get(zraw)
+                            if zvalue is None or out.z is None:
+                                out.set_z(count, zraw)
+                            else:
+                                out.z_view[count] = zvalue
+                        if opid is not None:
+                            out.set_optical_path(count, opid)
+                        count += 1
+                        p = q
+                        if (end >= 0 and base + p >= end) or p + 8 > n:
+                            break
+                        group, elem, ilen = impl_le(buf, p)
+                        if group != 0xFFFE or elem != 0xE000:
+                            break
+                    if p + 8 > n or (end >= 0 and base + p >= end):
+                        continue  # refill, or the end of the sequence
+                    pos = base + p
+                    group, elem, ilen = impl_le(buf, p)
+                if group == 0xFFFE and elem == 0xE000:
+                    if role == _TOP_SEQ:
+                        item = count
+                        count += 1
+                        if count > out.cap:
+                            out.grow()
+                    elif role == _SKIP_SEQ and ilen != _UNDEFINED:
+                        p += 8 + ilen  # an item of a sequence we do not read: skip it whole
+                        continue
+                    if len(stack) > _MAX_DEPTH:
+                        raise InvalidFileError(f"sequences nested deeper than {_MAX_DEPTH} levels", path=name, offset=pos)
+                    p += 8
+                    stack.append((role, end, expl, le, item))
+                    role, end = role + 1, (-1 if ilen == _UNDEFINED else base + p + ilen)
+                elif group == 0xFFFE and elem == 0xE0DD:
+                    p += 8
+                    if not stack:
+                        break
+                    role, end, expl, le, item = stack.pop()
+                else:
+                    raise InvalidFileError(
+                        f"expected an item in a sequence, found ({group:04X},{elem:04X})", path=name, offset=pos,
+                    )
+                continue
+
+            # An item: data elements up to its end or delimiter.
+            if expl:
+                group, elem, vr, vlen = (expl_le if le else expl_be)(buf, p)
+                if group == 0xFFFE:
+                    vr = None
+                    vlen = (u32_le if le else u32_be)(buf, p + 4)[0]
+                    hlen = 8
+                elif vr in _LONG_VRS:
+                    vlen = (u32_le if le else u32_be)(buf, p + 8)[0]
+                    hlen = 12
+                else:
+                    hlen = 8
+            else:
+                group, elem, vlen = (impl_le if le else impl_be)(buf, p)
+                vr = None
+                hlen = 8
+            tag = group << 16 | elem
+            if tag == _ITEM_DELIMITER:
+                p += 8
+                role, end, expl, le, item = stack.pop()
+                continue
+            if group == 0xFFFE:
+                raise InvalidFileError(f"unexpected ({group:04X},{elem:04X}) inside an item", path=name, offset=pos)
+
+            if vlen == _UNDEFINED:
+                p += hlen
+                child = _NESTED.get(tag, _SKIP_SEQ) if role == _TOP_ITEM else _SKIP_SEQ
+                if vr is not None and vr not in (b"SQ", b"UN", b"OB", b"OW"):
+                    raise InvalidFileError(
+                        f"element ({group:04X},{elem:04X}) with VR {vr.decode('latin-1')} has undefined length",
+                        path=name, offset=pos,
+                    )
+                stack.append((role, end, expl, le, item))
+                if vr == b"UN":
+                    role, end, expl, le = child, -1, False, True
+                else:
+                    role, end = child, -1
+                continue
+
+            if role == _TOP_ITEM:
+                child = _NESTED.get(tag)
+                if child is not None:
+                    p += hlen
+                    stack.append((role, end, expl, le, item))
+                    if vr == b"UN":
+                        expl, le = False, True
+                    role, end = child, base + p + vlen
+                    continue
+                if tag != _OPTICAL_PATH_ID:
+                    p += hlen + vlen
+                    continue
+            elif role == _SKIP_ITEM or vlen > _MAX_VALUE:
+                p += hlen + vlen
+                continue
+
+            # Possibly a value we read: make sure it is in the buffer.
+            if p + hlen + vlen > n:
+                buf = _refill(source, buf, base, pos, hlen + vlen, block, end_all)
+                base, p, n = pos, 0, len(buf)
+                if hlen + vlen > n:
+                    raise TruncatedFileError("the file ends inside a functional group sequence", path=name, offset=pos)
+            v0 = p + hlen
+            p = v0 + vlen
+            if role == _PLANE_ITEM:
+                if tag == _COLUMN_POSITION or tag == _ROW_POSITION:
+                    if vlen != 4:
+                        raise InvalidFileError(
+                            f"({group:04X},{elem:04X}) should be one SL value (4 bytes), not {vlen} bytes",
+                            path=name, offset=pos,
+                        )
+                    value = (i32_le if le else i32_be)(buf, v0)[0] - 1
+                    if tag == _COLUMN_POSITION:
+                        out.columns[item] = value
+                    else:
+                        out.rows[item] = value
+                elif tag == _Z_OFFSET:
+                    out.set_z(item, buf[v0:p])
+            elif tag == _OPTICAL_PATH_ID and role in (_OPID_ITEM, _TOP_ITEM):
+                out.set_optical_path(item, buf[v0:p])
+            elif role == _MEASURES_ITEM and tag == _PIXEL_SPACING and out.spacing is None:
+                text = buf[v0:p].decode("latin-1").strip("\x00 ")
+                try:
+                    out.spacing = tuple(float(t) for t in text.split("\\"))
+                except ValueError:
+                    pass
+    except struct.error:
+        # Only a buffer cut short by the end of the data makes an unpack fail.
+        raise TruncatedFileError(
+            "the file ends inside a functional group sequence", path=name, offset=base + p,
+        ) from None
+    return out.result(count)
+
+
+def walk_header_sequence(
+    header: Header, source: Source, keyword: str, *, capacity: int = 0, block: int = 1 << 20
+) -> ItemValues | None:
+    """`walk_items` over the top-level sequence `keyword` of `header`, or None if it is absent."""
+    where = header.sequences.get(keyword)
+    if where is None:
+        return None
+    offset, length = where
+    return walk_items(
+        source, offset, length,
+        explicit=header.explicit_vr, little=header.transfer_syntax.little_endian,
+        limit=header.pixel_offset, capacity=capacity, block=block,
+    )
