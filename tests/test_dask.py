@@ -30,7 +30,7 @@ except ImportError:  # the [test] extra installs them; CI must have them
 
 import dicomframes  # noqa: E402
 from dicomframes import DicomFramesError, Reader  # noqa: E402
-from dicomframes.dask import FrameMismatchError, MissingDependencyError, slide_to_dask  # noqa: E402
+from dicomframes.dask import FrameMismatchError, slide_to_dask  # noqa: E402
 from dicomframes.samples import write_sample  # noqa: E402
 
 import wsigen  # noqa: E402
@@ -458,3 +458,15 @@ def test_slide_on_cluster_fetches_only_touched_tiles(client, pyramids, nginx, re
         whole = image.compute(scheduler=client)
         assert np.array_equal(whole, local.read_region((0, 0), level.size))
         local.close()
+
+
+def test_slide_to_dask_method_equals_read_region(pyramids):
+    """`slide.to_dask(level)` is the documented entry point for whole slides."""
+    pyr = pyramids["sparse"]
+    with dicomframes.open_slide([str(p) for p in pyr.paths]) as slide:
+        image = slide.to_dask(level=0)
+        level = slide.levels[0]
+        h, w = image.shape[:2]
+        y0, y1, x0, x1 = h // 4, h // 2, w // 3, w // 3 + 50
+        got = image[y0:y1, x0:x1].compute(scheduler="threads")
+        np.testing.assert_array_equal(got, level.read_region((x0, y0), (x1 - x0, y1 - y0)))

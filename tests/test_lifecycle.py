@@ -109,9 +109,12 @@ def test_reader_in_child_processes(files, method):
     assert got == sorted(expected[k] for k in range(60))
 
 
-def _resources():
+def _resources(paths=()):
+    """Our resources only: other tests' servers and clusters may come and go."""
     proc = psutil.Process()
-    return proc.num_fds(), threading.active_count(), len(proc.children(recursive=True))
+    open_files = sum(1 for f in proc.open_files() if f.path in paths)
+    ours = sum(1 for t in threading.enumerate() if t.name.startswith("dicomframes"))
+    return open_files, ours, len(proc.children(recursive=True))
 
 
 def test_open_close_thousands_of_readers_leaks_nothing(files):
@@ -120,7 +123,8 @@ def test_open_close_thousands_of_readers_leaks_nothing(files):
         with dicomframes.open(path) as reader:
             reader.frame(3)
     gc.collect()
-    fds, threads, children = _resources()
+    before = _resources([path])
+    assert before[:2] == (0, 0)
     tracemalloc.start()
     try:
         base = tracemalloc.get_traced_memory()[0]
@@ -141,7 +145,7 @@ def test_open_close_thousands_of_readers_leaks_nothing(files):
         grown = tracemalloc.get_traced_memory()[0] - base
     finally:
         tracemalloc.stop()
-    assert _resources() == (fds, threads, children)
+    assert _resources([path]) == before
     assert grown < 2 * 2**20, f"{grown} bytes not returned"
 
 

@@ -251,6 +251,8 @@ class EncapsulatedFrameIndex(FrameIndex):
             self.lengths = header.extended_lengths.astype(np.int64)
             if (header.extended_offsets > (1 << 62)).any() or (self.lengths < 0).any():
                 raise FrameIndexError("the Extended Offset Table holds impossible offsets", path=name, offset=header.pixel_offset)
+            # The index holds the table now; don't keep (and pickle) it twice.
+            header.extended_offsets = header.extended_lengths = None
         elif bot_length and bot_length // 4 == number_of_frames:
             raw = np.frombuffer(self.read(header.pixel_offset + 8, bot_length), dtype="<u4").astype(np.int64)
             # Offsets past 4 GiB wrap around in 32 bits: add 2**32 at every step down.

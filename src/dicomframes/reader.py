@@ -276,6 +276,9 @@ class Reader:
     def __setstate__(self, state) -> None:
         self.__dict__.update(state)
         self.index.bind(self._data_source)
+        geometry = state.get("_tile_geometry")  # whole-slide positions, if parsed
+        if geometry is not None:
+            geometry.bind(self._data_source)
 
     def __del__(self) -> None:
         # A reader dropped without close() must not leave worker processes behind.

@@ -824,6 +824,15 @@ class Slide:
         return resize_area(image, tw, th)
 
     # -- lifetime ------------------------------------------------------------------
+    def to_dask(self, level: int = 0, tiles_per_chunk: int | tuple[int, int] = 1, **kw: Any):
+        """Level `level` as a lazy dask array, one chunk per tile (``[dask]`` extra).
+
+        See `dicomframes.dask.slide_to_dask`; slices equal `read_region` there.
+        """
+        from .dask import slide_to_dask
+
+        return slide_to_dask(self, level, tiles_per_chunk, **kw)
+
     def close(self) -> None:
         for r in self._readers:
             r.close()
