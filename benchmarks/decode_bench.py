@@ -129,7 +129,6 @@ def run_one(kind: str, path: str, workers: int) -> dict:
             n += 1
     elif kind == "floor":
         import dicomframes
-        from dicomframes import codecs
 
         with dicomframes.open(path) as reader:
             streams = [reader.encoded_frame(i) for i in range(len(reader))]

@@ -22,7 +22,7 @@ pydicom = pytest.importorskip("pydicom")
 data_store = pytest.importorskip("data_store")  # the pydicom-data package
 
 import dicomframes
-from dicomframes import DecodeError, DicomFramesError, InvalidFileError, NotDicomError, TruncatedFileError
+from dicomframes import DecodeError, DicomFramesError, InvalidFileError, TruncatedFileError
 
 logging.getLogger("pydicom").setLevel(logging.CRITICAL)
 

@@ -31,7 +31,6 @@ import os
 import pickle
 import threading
 import weakref
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
@@ -287,15 +286,13 @@ def to_dask(src: Any, frames_per_chunk: int = 64, **open_options: Any):
     frames_per_chunk = _check_chunk(frames_per_chunk, "frames_per_chunk")
     _require_dask()
     from . import open as open_reader
-    from .reader import Reader
+    from .reader import Reader, open_all
 
     items = list(src) if _is_many(src) else [src]
     if not items:
         raise ValueError("to_dask needs at least one file")
     if open_options and any(isinstance(i, Reader) for i in items):
         raise TypeError(f"options {sorted(open_options)} apply to files to open, not to open readers")
-
-    opened: list[Reader] = []
 
     def one(item: Any) -> Reader:
         if isinstance(item, Reader):
@@ -310,27 +307,13 @@ def to_dask(src: Any, frames_per_chunk: int = 64, **open_options: Any):
             raise
         return reader  # ours: the graph holds it, no copy needed
 
-    readers: list[Reader | None] = [None] * len(items)
+    readers = open_all(items, one)
     try:
-        if len(items) == 1:
-            readers[0] = one(items[0])
-        else:
-            with ThreadPoolExecutor(min(8, len(items)), thread_name_prefix="dicomframes-open") as pool:
-                futures = [pool.submit(one, item) for item in items]
-                errors = []
-                for k, future in enumerate(futures):
-                    try:
-                        readers[k] = future.result()
-                    except BaseException as exc:
-                        errors.append(exc)
-                if errors:
-                    raise errors[0]
-        opened = [r for r in readers if r is not None]
-        _check_same_frames(opened)
-        return _frames_array(opened, frames_per_chunk)
+        _check_same_frames(readers)
+        return _frames_array(readers, frames_per_chunk)
     except BaseException:
         for k, r in enumerate(readers):
-            if r is not None and not isinstance(items[k], Reader):
+            if not isinstance(items[k], Reader):
                 r.close()
         raise
 

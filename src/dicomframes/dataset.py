@@ -20,7 +20,6 @@ loader, started by fork or by spawn:
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -92,7 +91,7 @@ class FrameDataset:
         **open_options: Any,
     ) -> None:
         from . import open as open_reader
-        from .reader import Reader
+        from .reader import Reader, open_all
 
         items = _many(sources)
         self.return_index = return_index
@@ -112,28 +111,8 @@ class FrameDataset:
                     raise
             return reader
 
-        readers: list[Any] = [None] * len(items)
-        try:
-            if len(items) > 1:
-                with ThreadPoolExecutor(min(8, len(items)), thread_name_prefix="dicomframes-open") as pool:
-                    futures = [pool.submit(one, item) for item in items]
-                    errors = []
-                    for k, future in enumerate(futures):
-                        try:
-                            readers[k] = future.result()
-                        except BaseException as exc:
-                            errors.append(exc)
-                    if errors:
-                        raise errors[0]
-            elif items:
-                readers[0] = one(items[0])
-        except BaseException:
-            for owned, r in zip(self._owned, readers):
-                if owned and r is not None:
-                    r.close()
-            raise
-        self.readers: list[Reader] = readers
-        self._ends = np.cumsum([len(r) for r in readers], dtype=np.int64)
+        self.readers: list[Reader] = open_all(items, one)
+        self._ends = np.cumsum([len(r) for r in self.readers], dtype=np.int64)
 
     # -- the map ---------------------------------------------------------------------
     def __len__(self) -> int:

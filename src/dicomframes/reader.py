@@ -33,6 +33,29 @@ def _count(indices) -> int:
         return PROCESS_POOL_MIN_FRAMES  # an iterator of unknown length: assume long
 
 
+def open_all(items: list, open_one, max_workers: int = 8) -> list:
+    """``open_one(item)`` for every item, concurrently (opening is waiting on
+    storage), results in order. If any fails, what was opened is closed (results
+    that are not the items themselves) and the first error is raised."""
+    if len(items) <= 1:
+        return [open_one(item) for item in items]
+    results: list = [None] * len(items)
+    errors: list[BaseException] = []
+    with ThreadPoolExecutor(min(max_workers, len(items)), thread_name_prefix="dicomframes-open") as pool:
+        futures = [pool.submit(open_one, item) for item in items]
+        for k, future in enumerate(futures):
+            try:
+                results[k] = future.result()
+            except BaseException as exc:
+                errors.append(exc)
+    if errors:
+        for item, result in zip(items, results):
+            if result is not None and result is not item:
+                result.close()
+        raise errors[0]
+    return results
+
+
 @dataclass(frozen=True)
 class ImageInfo:
     """What a file holds, as `reader.info` reports it."""
@@ -220,8 +243,8 @@ class Reader:
         chosen = decoder if decoder is not None else self.decoder
         fmt, as_rgb = self.format, self.as_rgb
 
-        def decode(span: FrameSpan, data: bytes) -> np.ndarray:
-            return decode_span(fmt, backend, span, data, as_rgb)
+        # decode(span, data) on threads; processes get chunks, see below.
+        decode = partial(decode_span, fmt, backend, as_rgb=as_rgb)
 
         pool = None
         own_pool = None
@@ -236,7 +259,7 @@ class Reader:
                     self._processes = ProcessPool(workers)
                 pool = self._processes.executor(workers)
                 pickled = True
-                decode = partial(decode_chunk_in_worker, fmt, chosen, as_rgb=as_rgb)  # type: ignore[assignment]
+                decode = partial(decode_chunk_in_worker, fmt, chosen, as_rgb=as_rgb)
                 # About 1 MiB of decoded frames per task: fewer, larger messages.
                 chunk = max(1, min(16, (1 << 20) // max(1, decoded_bytes)))
                 depth = max(depth, min(2 * workers * chunk, budget // 5 // max(1, decoded_bytes)))

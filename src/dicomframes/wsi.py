@@ -27,7 +27,6 @@ from __future__ import annotations
 import math
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Iterator, NamedTuple, Sequence
 
 import numpy as np
@@ -926,6 +925,7 @@ def open_slide(sources: Any, **options: Any) -> Slide:
     Only headers are read here; tiles are fetched by `Slide.read_region`.
     """
     from . import open as open_reader
+    from .reader import open_all
 
     reader_options = {k: options.pop(k) for k in _READER_OPTIONS if k in options}
     items, listed = _expand(sources, options)
@@ -942,25 +942,10 @@ def open_slide(sources: Any, **options: Any) -> Slide:
                 return None
             raise
 
-    readers: list[Any] = []
+    readers = [r for r in open_all(items, one) if r is not None]
     try:
-        if len(items) > 1:
-            with ThreadPoolExecutor(max_workers=min(8, len(items))) as pool:
-                futures = [pool.submit(one, item) for item in items]
-                errors = []
-                for future in futures:
-                    try:
-                        readers.append(future.result())
-                    except BaseException as exc:  # close what opened, then raise the first error
-                        errors.append(exc)
-                if errors:
-                    raise errors[0]
-        else:
-            readers.append(one(items[0]))
-        readers = [r for r in readers if r is not None]
         return Slide(readers)
     except BaseException:
         for r in readers:
-            if r is not None:
-                r.close()
+            r.close()
         raise
