@@ -157,3 +157,43 @@ def test_process_pool_closes_with_the_reader(files):
     assert len(psutil.Process().children(recursive=True)) > before  # the pool ran
     reader.close()
     assert len(psutil.Process().children(recursive=True)) == before
+
+
+@pytest.mark.parametrize("name", ["bot.dcm", "walked_fragments.dcm"])
+def test_many_threads_one_remote_reader(nginx, remote_dir, name):
+    """Eight threads share one reader over real HTTP: random frames and
+    concurrent iterations give exactly the single-threaded frames."""
+    if not (remote_dir / name).exists():
+        pytest.fail(f"{name} is not among the served samples")
+    with dicomframes.open(remote_dir / name) as local:
+        n = min(len(local), 120)
+        expected = [local.frame(i) for i in range(n)]
+    errors, iterated = [], []
+    with dicomframes.open(f"{nginx.url}/{name}") as reader:
+
+        def random_frames(seed):
+            rng = np.random.default_rng(seed)
+            try:
+                for i in rng.integers(0, n, 25):
+                    np.testing.assert_array_equal(reader.frame(int(i)), expected[int(i)])
+            except BaseException as exc:
+                errors.append(exc)
+
+        def iterate():
+            try:
+                iterated.append(list(reader.iter_frames(range(n), workers=2)))
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=random_frames, args=(k,)) for k in range(6)]
+        threads += [threading.Thread(target=iterate) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not any(t.is_alive() for t in threads)
+    assert not errors, errors[:3]
+    assert len(iterated) == 2
+    for got in iterated:
+        for a, b in zip(got, expected):
+            np.testing.assert_array_equal(a, b)
