@@ -133,7 +133,9 @@ def run_one(kind: str, path: str, workers: int) -> dict:
         with dicomframes.open(path) as reader:
             streams = [reader.encoded_frame(i) for i in range(len(reader))]
             backend = reader.backend
-            ctx = reader.format.context({}, as_rgb=False)
+            # The decoder asked for what the reader returns (RGB where the codec can convert).
+            params = reader.format.codestream_parameters(streams[0])
+            ctx = reader.format.context(params, as_rgb=True)
         start = time.perf_counter()
         if backend is None:
             for s in streams:
@@ -141,7 +143,7 @@ def run_one(kind: str, path: str, workers: int) -> dict:
                 n += 1
         else:
             for s in streams:
-                backend.decode(s, ctx, {"components": 3, "reversible": True})
+                backend.decode(s, ctx, params)
                 n += 1
     seconds = time.perf_counter() - start
     own = _peak_rss_mb()

@@ -9,7 +9,6 @@ single request of exactly its bytes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
 
 from .cursor import BlockCache, read_through
 from .errors import StorageError, TruncatedFileError
@@ -94,20 +93,3 @@ def _name_frames(exc: StorageError, requests: list[tuple[int, int, list[FrameSpa
     out = StorageError(message, path=exc.path, frame=min(hit), offset=exc.offset, hint=exc.hint)
     out.byte_range = (lo, n)  # type: ignore[attr-defined]
     return out
-
-
-def batches(
-    indices: Iterable[int], locate: Callable[[int], FrameSpan], policy: FetchPolicy
-) -> Iterator[list[tuple[int, FrameSpan]]]:
-    """Split `indices` (any order, repeats allowed) into byte-bounded batches."""
-    batch: list[tuple[int, FrameSpan]] = []
-    size = 0
-    for i in indices:
-        span = locate(i)
-        batch.append((i, span))
-        size += span.length
-        if size >= policy.batch_bytes or len(batch) >= policy.max_frames:
-            yield batch
-            batch, size = [], 0
-    if batch:
-        yield batch

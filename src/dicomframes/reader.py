@@ -253,7 +253,7 @@ class Reader:
         if workers > 1:
             if backend is None or backend.releases_gil:
                 pool = own_pool = ThreadPoolExecutor(workers, thread_name_prefix="dicomframes-decode")
-            elif _count(wanted) >= PROCESS_POOL_MIN_FRAMES:
+            elif not backend.cheap and _count(wanted) >= PROCESS_POOL_MIN_FRAMES:
                 # The required decoders hold the GIL: use processes, started lazily.
                 if self._processes is None:
                     self._processes = ProcessPool(workers)

@@ -50,6 +50,9 @@ class Backend:
     decode: Callable[[bytes, FrameContext, Any], Decoded]
     #: True where the backend releases the GIL (threads decode in parallel)
     releases_gil: bool = False
+    #: decoding costs about as much as moving the frame between processes:
+    #: a process pool would be slower than one thread (measured for RLE)
+    cheap: bool = False
     _available: bool | None = field(default=None, repr=False)
 
     def available(self) -> bool:

@@ -81,7 +81,7 @@ _JPEG = ("pylibjpeg", "pylibjpeg-libjpeg")
 BUILTIN_BACKENDS = [
     Backend("pylibjpeg", frozenset({"jpeg"}), _JPEG, ("libjpeg",), _libjpeg),
     Backend("pylibjpeg", frozenset({"j2k", "htj2k"}), ("pylibjpeg", "pylibjpeg-openjpeg"), ("openjpeg",), _openjpeg),
-    Backend("pylibjpeg", frozenset({"rle"}), ("pylibjpeg", "pylibjpeg-rle"), ("rle",), _rle),
+    Backend("pylibjpeg", frozenset({"rle"}), ("pylibjpeg", "pylibjpeg-rle"), ("rle",), _rle, cheap=True),
     Backend("pylibjpeg", frozenset({"jpegls"}), ("pyjpegls",), ("jpeg_ls",), _pyjpegls),
     Backend("numpy", frozenset({"encapsulated-native"}), ("numpy",), ("numpy",), _raw, releases_gil=True),
     Backend("numpy", frozenset({"deflate-frames"}), ("numpy",), ("zlib",), _inflate, releases_gil=True),
