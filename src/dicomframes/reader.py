@@ -10,15 +10,15 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from . import codecs
-from .errors import DicomFramesError, InvalidFileError
 from .decode import decode_chunk_in_worker, decode_span
+from .errors import DicomFramesError, InvalidFileError
 from .fetcher import FetchPolicy
 from .frame_index import EncapsulatedFrameIndex, FrameIndex, FrameSpan, NativeFrameIndex, unwrap
-from .pipeline import iterate
-from .workers import ProcessPool, available_cores
 from .header import Header, parse_header
+from .pipeline import iterate
 from .pixels import PixelFormat
 from .sources import Source
+from .workers import ProcessPool, available_cores
 
 
 DEFAULT_MAX_INFLIGHT = 64 << 20
