@@ -26,6 +26,7 @@ success), so an error or an interrupt never leaves a partial file behind.
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 import struct
 import sys
 import time
@@ -513,16 +514,18 @@ def _exists_error(name: str) -> DestinationExistsError:
     )
 
 
-class _Destination:
+class _Destination(ABC):
     """Where the output goes, and how it is committed only when complete."""
 
     name: str
 
+    @abstractmethod
     def check(self, overwrite: bool) -> None:
-        raise NotImplementedError
+        """Raise if the destination exists and may not be replaced."""
 
+    @abstractmethod
     def open(self, overwrite: bool):
-        raise NotImplementedError
+        """A context manager giving a writable file, committed only on success."""
 
 
 class _LocalDestination(_Destination):

@@ -13,6 +13,7 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
+from abc import ABC, abstractmethod
 
 from .cursor import BlockCache, Cursor, read_through
 from .errors import FrameIndexError, StorageError, TruncatedFileError
@@ -97,7 +98,7 @@ def unwrap(span: FrameSpan, data: bytes, name: str) -> bytes:
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-class FrameIndex:
+class FrameIndex(ABC):
     """Frame number -> `FrameSpan`.
 
     An index keeps a small `BlockCache` of bytes already read from its source:
@@ -150,8 +151,9 @@ class FrameIndex:
     def __len__(self) -> int:
         return self.number_of_frames
 
+    @abstractmethod
     def span(self, i: int) -> FrameSpan:
-        raise NotImplementedError  # abstract: each index kind locates frames its own way
+        """Where frame `i`'s bytes are."""
 
     def check(self, i: int) -> None:
         if not 0 <= i < self.number_of_frames:

@@ -11,6 +11,7 @@ import io
 import os
 import threading
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO, Sequence
 
@@ -48,7 +49,7 @@ class SourceStats:
         self._lock = threading.Lock()
 
 
-class Source:
+class Source(ABC):
     """Random access to the bytes of one file.
 
     Subclasses implement ``_read`` (one request) and may override
@@ -77,8 +78,9 @@ class Source:
         self.stats = SourceStats()
 
     # -- what subclasses provide -------------------------------------------------
+    @abstractmethod
     def _read(self, offset: int, size: int) -> bytes:
-        raise NotImplementedError  # abstract: every concrete source defines it
+        """One request: up to `size` bytes at `offset`."""
 
     def _read_many(self, ranges: Sequence[Range]) -> list[bytes]:
         return [self._read(o, s) for o, s in ranges]
