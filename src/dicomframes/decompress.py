@@ -26,10 +26,10 @@ success), so an error or an interrupt never leaves a partial file behind.
 from __future__ import annotations
 
 import os
-from abc import ABC, abstractmethod
 import struct
 import sys
 import time
+from abc import ABC, abstractmethod
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
