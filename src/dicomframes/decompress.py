@@ -29,8 +29,8 @@ import os
 import struct
 import sys
 import time
-from abc import ABC, abstractmethod
 import uuid
+from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Callable, Iterator, TextIO
