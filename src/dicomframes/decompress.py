@@ -273,12 +273,7 @@ def _plan(reader, *, as_rgb: bool, generate_instance_uid: bool, encapsulated: bo
 
     # -- file meta ---------------------------------------------------------------------------
     raw = source.read(0, header.dataset_offset) if header.dataset_offset else source.read(0, 132)
-    if len(raw) >= 132 and raw[128:132] == b"DICM":
-        meta_offset = 132
-    elif raw[:4] == b"DICM":
-        meta_offset = 4
-    else:
-        meta_offset = 0
+    meta_offset = header.meta_offset
     out_ts = ENCAPSULATED_UNCOMPRESSED if encapsulated else EXPLICIT_VR_LITTLE_ENDIAN
     meta_replace = {TRANSFER_SYNTAX_UID: dw.text_element(TRANSFER_SYNTAX_UID, "UI", out_ts)}
     if uid is not None:

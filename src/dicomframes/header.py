@@ -93,6 +93,9 @@ class Header:
     transfer_syntax: TransferSyntax
     #: where the data set starts in the raw file (the deflated stream, if deflated)
     dataset_offset: int
+    #: where the file meta group starts: 132 after a preamble, 4 after a bare
+    #: "DICM", 0 when there is neither
+    meta_offset: int = 0
     #: keyword -> value of the attributes in `WANTED` (and the file meta ones)
     values: dict[str, Any] = field(default_factory=dict)
     pixel_keyword: str = "PixelData"
@@ -327,7 +330,7 @@ def parse_header(source: Source, first_read: int = 64 * 1024) -> tuple[Header, S
         except NotDicomError as exc:
             raise NotDicomError(exc.message, path=name, offset=dataset_offset) from None
 
-    header = Header(name=name, transfer_syntax=ts, dataset_offset=dataset_offset)
+    header = Header(name=name, transfer_syntax=ts, dataset_offset=dataset_offset, meta_offset=meta_offset)
     header.values.update(meta)
     data_source: Source = source
     if ts.deflated:
