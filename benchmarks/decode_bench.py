@@ -18,13 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 
 import numpy as np
+from measure import children_peak_rss_mb, emit, peak_rss_mb
 
 CODECS = {
     # name: (transfer syntax, photometric interpretation)
@@ -146,19 +146,8 @@ def run_one(kind: str, path: str, workers: int) -> dict:
                 backend.decode(s, ctx, params)
                 n += 1
     seconds = time.perf_counter() - start
-    own = _peak_rss_mb()
-    # ru_maxrss of children: the largest worker process (if any was started)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {"frames": n, "seconds": seconds, "rss_mb": own, "worker_rss_mb": kids}
+    return {"frames": n, "seconds": seconds, "rss_mb": peak_rss_mb(), "worker_rss_mb": children_peak_rss_mb()}
 
-
-def _peak_rss_mb() -> float:
-    # VmHWM restarts at exec; ru_maxrss would include the parent that forked us.
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def measure(kind: str, path: str, workers: int) -> dict | None:
@@ -214,11 +203,7 @@ def main() -> None:
         fl = f"{f / floor:.2f}" if floor else ""
         kids = f"{r['worker_rss_mb']:.0f}" if r["worker_rss_mb"] else ""
         lines.append(f"| {name} | {key} | {f:,.0f} | {ratio} | {fl} | {r['rss_mb']:.0f} | {kids} |")
-    table = "\n".join(lines)
-    print(table)
-    if args.markdown:
-        with open(args.markdown, "w") as fh:
-            fh.write(table + "\n")
+    emit(lines, args.markdown)
 
 
 if __name__ == "__main__":

@@ -21,13 +21,13 @@ import argparse
 import hashlib
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 
 import numpy as np
+from measure import children_peak_rss_mb, emit, peak_rss_mb
 
 JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
 
@@ -76,12 +76,6 @@ def write(path: str, frames: int, size: int) -> None:
 
 
 # -- one side, in its own process ------------------------------------------------------------
-def _vm_hwm_mb() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # pragma: no cover - not Linux
 
 
 def run_one(kind: str, src: str, dst: str) -> dict:
@@ -102,8 +96,8 @@ def run_one(kind: str, src: str, dst: str) -> dict:
         if main(argv) != 0:
             raise SystemExit("dicomframes decompress failed")
     seconds = time.perf_counter() - start
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {"seconds": seconds, "rss_mb": _vm_hwm_mb(), "worker_rss_mb": kids}
+    kids = children_peak_rss_mb()
+    return {"seconds": seconds, "rss_mb": peak_rss_mb(), "worker_rss_mb": kids}
 
 
 def measure(kind: str, src: str, dst: str) -> dict:
@@ -178,11 +172,7 @@ def main() -> None:
         same = "—" if kind == "pydicom" else ("yes" if digests.get(kind) == digests.get("pydicom") else "no (lossy decoder differs)")
         kids = f"{r['worker_rss_mb']:.0f}" if r["worker_rss_mb"] else ""
         lines.append(f"| {names[kind]} | {r['seconds']:.2f} | {speed:.2f} | {r['rss_mb']:.0f} | {rss:.2f} | {kids} | {same} |")
-    table = "\n".join(lines)
-    print(table)
-    if args.markdown:
-        with open(args.markdown, "w") as fh:
-            fh.write(table + "\n")
+    emit(lines, args.markdown)
 
 
 if __name__ == "__main__":
