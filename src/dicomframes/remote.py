@@ -474,26 +474,24 @@ class FsspecSource(Source):
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
 
-    async def _fetch_async(self, fs, offset: int, n: int) -> bytes:
+    # One retry policy, two drivers: `_retrying` decides, as a generator that
+    # asks for an action (sleep, one range read, the file size) and is sent its
+    # outcome as (True, value) or (False, exception); the drivers below do the
+    # I/O synchronously or on the event loop.
+    def _retrying(self, offset: int, n: int):
         last: BaseException | None = None
-        tries = self.tries
-        for attempt in range(tries):
+        for attempt in range(self.tries):
             if attempt:
                 self.retries += 1
-                await asyncio.sleep(self._delay(attempt))
-            try:
-                data = await asyncio.wait_for(
-                    fs._cat_file(self._path, start=offset, end=offset + n), self._timeout(n)
-                )
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
+                yield "sleep", self._delay(attempt)
+            ok, data = yield "read", None
+            if not ok:
+                exc = data
                 self.stats.add(1, 0, 0)
                 if _out_of_range(exc):
-                    try:
-                        size = await self._size_async(fs)
-                    except Exception as info_exc:
-                        last = info_exc
+                    ok, size = yield "size", None
+                    if not ok:
+                        last = size
                         continue
                     if size is not None and offset >= size:
                         return b""
@@ -502,63 +500,60 @@ class FsspecSource(Source):
                 last = exc
                 continue
             self.stats.add(1, len(data), 0)
+            size = self.size
+            if len(data) < n and size is None:
+                ok, size = yield "size", None
+                if not ok:  # the size lookup failed
+                    if not is_transient(size):
+                        raise self._permanent(offset, n, size) from size
+                    last = size
+                    continue
+                if size is None:  # the server will not say: take it as the end
+                    return data
             try:
-                size = self.size
-                if len(data) < n and size is None:
-                    size = await self._size_async(fs)
-                    if size is None:  # the server will not say: take it as the end
-                        return data
                 return self._judge(offset, n, data, size)
             except _Short as exc:
                 last = exc
-            except StorageError:
-                raise
-            except Exception as exc:  # the size lookup failed
-                if not is_transient(exc):
-                    raise self._permanent(offset, n, exc) from exc
-                last = exc
-        raise self._fail(offset, n, f"failed after {tries} tries: {_describe(last)}", last)
+        raise self._fail(offset, n, f"failed after {self.tries} tries: {_describe(last)}", last)
+
+    async def _fetch_async(self, fs, offset: int, n: int) -> bytes:
+        policy = self._retrying(offset, n)
+        reply = None
+        while True:
+            try:
+                action, arg = policy.send(reply)
+            except StopIteration as done:
+                return done.value
+            reply = None
+            try:
+                if action == "sleep":
+                    await asyncio.sleep(arg)
+                elif action == "read":
+                    read = fs._cat_file(self._path, start=offset, end=offset + n)
+                    reply = (True, await asyncio.wait_for(read, self._timeout(n)))
+                else:
+                    reply = (True, await self._size_async(fs))
+            except Exception as exc:  # CancelledError is not an Exception: it propagates
+                reply = (False, exc)
 
     def _fetch_sync(self, fs, offset: int, n: int) -> bytes:
-        last: BaseException | None = None
-        tries = self.tries
-        for attempt in range(tries):
-            if attempt:
-                self.retries += 1
-                time.sleep(self._delay(attempt))
+        policy = self._retrying(offset, n)
+        reply = None
+        while True:
             try:
-                data = fs.cat_file(self._path, start=offset, end=offset + n)
-            except Exception as exc:
-                self.stats.add(1, 0, 0)
-                if _out_of_range(exc):
-                    try:
-                        size = self._size_sync(fs)
-                    except Exception as info_exc:
-                        last = info_exc
-                        continue
-                    if size is not None and offset >= size:
-                        return b""
-                if not is_transient(exc):
-                    raise self._permanent(offset, n, exc) from exc
-                last = exc
-                continue
-            self.stats.add(1, len(data), 0)
+                action, arg = policy.send(reply)
+            except StopIteration as done:
+                return done.value
+            reply = None
             try:
-                size = self.size
-                if len(data) < n and size is None:
-                    size = self._size_sync(fs)
-                    if size is None:  # the server will not say: take it as the end
-                        return data
-                return self._judge(offset, n, data, size)
-            except _Short as exc:
-                last = exc
-            except StorageError:
-                raise
+                if action == "sleep":
+                    time.sleep(arg)
+                elif action == "read":
+                    reply = (True, fs.cat_file(self._path, start=offset, end=offset + n))
+                else:
+                    reply = (True, self._size_sync(fs))
             except Exception as exc:
-                if not is_transient(exc):
-                    raise self._permanent(offset, n, exc) from exc
-                last = exc
-        raise self._fail(offset, n, f"failed after {tries} tries: {_describe(last)}", last)
+                reply = (False, exc)
 
     # -- lifetime --------------------------------------------------------------------------
     def close(self) -> None:
