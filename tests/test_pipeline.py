@@ -63,7 +63,9 @@ def test_break_leaves_no_threads(jpegls_file, workers):
     assert reader._processes is None or reader._processes._executor is None
 
 
-def test_decode_error_raised_at_its_frame(tmp_path, jpegls_file, reference):
+@pytest.mark.parametrize("decoder", ["pylibjpeg", "imagecodecs"])
+def test_decode_error_raised_at_its_frame(tmp_path, jpegls_file, reference, decoder):
+    pytest.importorskip(decoder if decoder == "imagecodecs" else "jpeg_ls")
     data = bytearray(open(jpegls_file, "rb").read())
     with dicomframes.open(jpegls_file) as reader:
         span = reader.index.span(10)
@@ -71,8 +73,8 @@ def test_decode_error_raised_at_its_frame(tmp_path, jpegls_file, reference):
     data[span.offset + 8 + 4 : span.offset + span.length] = b"\x00" * (span.length - 12)
     broken = tmp_path / "broken.dcm"
     broken.write_bytes(bytes(data))
-    for workers in (1, 2):
-        with dicomframes.open(str(broken), workers=workers, decoder="pylibjpeg") as reader:
+    for workers in (1, 2):  # inline, then threads (imagecodecs) or processes / inline (pylibjpeg)
+        with dicomframes.open(str(broken), workers=workers, decoder=decoder) as reader:
             seen = []
             with pytest.raises(DicomFramesError) as info:
                 for frame in reader:

@@ -6,6 +6,8 @@ run it with only small, picklable arguments.
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
 from . import codecs
@@ -58,15 +60,21 @@ def decode_in_worker(fmt: PixelFormat, decoder: str | None, span: FrameSpan, dat
     return decode_span(fmt, backend, span, data, as_rgb)
 
 
-def decode_chunk_in_worker(
-    fmt: PixelFormat, decoder: str | None, items: list[tuple[FrameSpan, bytes]], as_rgb: bool
-) -> list:
-    """Several frames in one task; the list ends early with a failed frame's error."""
+def decode_chunk(decode_one, items: list[tuple[FrameSpan, bytes]]) -> list:
+    """`decode_one(span, data)` over several frames in one pool task; the list
+    ends early with a failed frame's error."""
     out: list = []
     for span, data in items:
         try:
-            out.append(decode_in_worker(fmt, decoder, span, data, as_rgb))
+            out.append(decode_one(span, data))
         except DicomFramesError as exc:
             out.append(exc)
             break
     return out
+
+
+def decode_chunk_in_worker(
+    fmt: PixelFormat, decoder: str | None, items: list[tuple[FrameSpan, bytes]], as_rgb: bool
+) -> list:
+    """`decode_chunk` in a worker process, selecting the backend there by name."""
+    return decode_chunk(partial(decode_in_worker, fmt, decoder, as_rgb=as_rgb), items)

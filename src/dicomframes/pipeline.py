@@ -20,7 +20,6 @@ from .fetcher import FetchPolicy, fetch
 from .frame_index import FrameSpan
 from .sources import Source
 
-DecodeFn = Callable[[FrameSpan, bytes], np.ndarray]
 
 
 def _result(span: FrameSpan, future: Future, name: str):
@@ -62,7 +61,7 @@ def iterate(
     locate: Callable[[int], FrameSpan],
     source: Source,
     policy: FetchPolicy,
-    decode: DecodeFn,
+    decode: Callable,
     pool: Executor | None,
     depth: int,
     ahead: int = 2,
@@ -71,11 +70,12 @@ def iterate(
 ) -> Iterator[np.ndarray]:
     """Yield decoded frames of `indices` in order.
 
-    `pool` runs `decode` (threads), or, when `pickled`, a process pool runs
-    `decode` on lists of up to `chunk` (span, bytes) pairs, returning a list of
-    arrays that ends early with the exception of a failed frame; ``None`` decodes on the calling
-    thread while the next batches are fetched in the background. Memory held:
-    `ahead` fetched batches, the batch being used, and `depth` frames decoding.
+    With a `pool` (threads, or processes when `pickled`), `decode` takes lists
+    of up to `chunk` (span, bytes) pairs and returns a list of arrays that
+    ends early with the exception of a failed frame; without one, `decode`
+    takes (span, bytes) and runs on the calling thread while the next batches
+    are fetched in the background. Memory held: `ahead` fetched batches, the
+    batch being used, and `depth` frames decoding.
     """
     todo = iter(indices)
     exhausted = False
@@ -121,7 +121,7 @@ def iterate(
     fetcher = ThreadPoolExecutor(1, thread_name_prefix="dicomframes-fetch")
     fetches: deque[Future] = deque()
     frames: deque = deque()  # (span, bytes) fetched, not yet handed to decoding
-    running: deque = deque()  # Future, or (span, bytes) to decode inline, or _Failed
+    running: deque = deque()  # (span, _Part), or (span, bytes) to decode inline, or _Failed
 
     def refill_fetches() -> None:
         while not exhausted and len(fetches) < ahead:
@@ -155,34 +155,30 @@ def iterate(
                     running.append(item)
                 elif pool is None:
                     running.append(item)
-                elif pickled:
-                    # Processes: send `chunk` frames per task (fewer, larger
-                    # messages), copied out of their batch to be pickled.
+                else:
+                    # `chunk` frames per task: fewer hand-offs between threads
+                    # (or messages between processes) per frame.
                     group = [item]
                     while len(group) < chunk and frames and not isinstance(frames[0], _Failed):
                         group.append(frames.popleft())
-                    future = pool.submit(decode, [(s, bytes(d)) for s, d in group])
+                    if pickled:  # copied out of their batch to be pickled
+                        group = [(s, bytes(d)) for s, d in group]
+                    future = pool.submit(decode, group)
                     running.extend((s, _Part(future, k)) for k, (s, _) in enumerate(group))
-                else:
-                    span, data = item
-                    running.append((span, pool.submit(decode, span, data)))
             if not running:
                 return
             item = running.popleft()
             if isinstance(item, _Failed):
                 raise item.exc
             span, work = item
-            if isinstance(work, _Part):
-                yield work.result(span, source.name)
-            else:
-                yield _result(span, work, source.name) if isinstance(work, Future) else decode(span, work)
+            yield work.result(span, source.name) if isinstance(work, _Part) else decode(span, work)
     finally:
         exhausted = True
         for item in list(running):
             if not isinstance(item, _Failed):
                 work = item[1]
-                if isinstance(work, (Future, _Part)):
-                    (work.future if isinstance(work, _Part) else work).cancel()
+                if isinstance(work, _Part):
+                    work.future.cancel()
         for f in fetches:
             f.cancel()
         fetcher.shutdown(wait=True, cancel_futures=True)
