@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from .cursor import BlockCache, read_through
 from .errors import StorageError, TruncatedFileError
 from .frame_index import FrameSpan
@@ -56,25 +58,47 @@ def fetch(
     if cache is None:
         cache = source.block_cache
     requests = plan(spans, policy)
+    out: dict[FrameSpan, bytes] = {}
+    if source.direct_reads and not (cache is not None and len(cache)):
+        # Each frame read into its own buffer: its bytes are copied once, and a
+        # frame kept by the caller holds only its own bytes (native frames
+        # become arrays over these buffers without another copy).
+        rest = []
+        for off, size, members in requests:
+            tiled = all(a.offset + a.length == b.offset for a, b in zip(members, members[1:]))
+            if not tiled or source.size is None or off + size > source.size:
+                rest.append((off, size, members))  # overlaps or a short file: the general path
+                continue
+            buffers = [np.empty(span.length, np.uint8) for span in members]  # not zero-filled, unlike bytearray
+            got = source.read_into(off, buffers)
+            for span, buffer in zip(members, buffers):
+                _check_whole(source, off, got, span)
+                out[span] = memoryview(buffer)
+        requests = rest
+        if not requests:
+            return out
     try:
         blobs = read_through(source, cache, [(off, size) for off, size, _ in requests])
     except StorageError as exc:
         raise _name_frames(exc, requests) from None
-    out: dict[FrameSpan, bytes] = {}
     for (off, size, members), blob in zip(requests, blobs):
         view = memoryview(blob)
         for span in members:
+            _check_whole(source, off, len(blob), span)
             rel = span.offset - off
-            data = view[rel : rel + span.length]
-            if len(data) != span.length:
-                raise TruncatedFileError(
-                    f"the frame needs bytes {span.offset}..{span.offset + span.length} "
-                    f"but the file ends at {off + len(blob)}",
-                    path=source.name, frame=span.frame, offset=span.offset,
-                )
             # A view, not a copy: the request's bytes are held once, until its frames are used.
-            out[span] = blob if (rel == 0 and len(blob) == span.length) else data
+            out[span] = blob if (rel == 0 and len(blob) == span.length) else view[rel : rel + span.length]
     return out
+
+
+def _check_whole(source: Source, off: int, got: int, span: FrameSpan) -> None:
+    """A request starting at `off` returned `got` bytes: is all of `span` there?"""
+    if span.offset + span.length > off + got:
+        raise TruncatedFileError(
+            f"the frame needs bytes {span.offset}..{span.offset + span.length} "
+            f"but the file ends at {off + got}",
+            path=source.name, frame=span.frame, offset=span.offset,
+        )
 
 
 def _name_frames(exc: StorageError, requests: list[tuple[int, int, list[FrameSpan]]]) -> StorageError:

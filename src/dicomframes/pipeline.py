@@ -21,7 +21,6 @@ from .frame_index import FrameSpan
 from .sources import Source
 
 
-
 def _result(span: FrameSpan, future: Future, name: str):
     """A worker's frame; a worker that died (a codec crashed it) is a DecodeError."""
     try:

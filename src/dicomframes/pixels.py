@@ -204,7 +204,7 @@ class PixelFormat:
         stored_bytes = -(-self.native_frame_bits // 8)
         if self.be_swap_ow:
             if len(data) % 2:
-                data = data + b"\x00"
+                data = bytes(data) + b"\x00"
             arr = np.frombuffer(data, dtype="<u2").byteswap().view("u1")[span.skip : span.skip + stored_bytes]
         elif self.bits_allocated == 1:
             bits = np.unpackbits(np.frombuffer(data, dtype="u1"), bitorder="little")
