@@ -94,3 +94,32 @@ def test_native_frames_are_writable_and_hold_only_their_own_bytes(tmp_path):
         np.testing.assert_array_equal(frame, ds.pixel_array[i])
         assert frame.flags.writeable
         assert _root(frame).nbytes == frame.nbytes
+
+
+class _Recording(LocalFileSource):
+    """A local file that notes the size of every read (to see how iteration batches)."""
+
+    def __init__(self, path):
+        super().__init__(path)
+        self.sizes: list[int] = []
+
+    def _read(self, offset, size):
+        self.sizes.append(size)
+        return super()._read(offset, size)
+
+    def read_into(self, offset, buffers):
+        self.sizes.append(sum(len(b) for b in buffers))
+        return super().read_into(offset, buffers)
+
+
+def test_the_first_batch_is_small_so_the_first_frame_comes_soon(tmp_path):
+    path = write_sample(str(tmp_path / "big.dcm"), frames=60, rows=256, columns=256, samples_per_pixel=3, syntax="native")
+    frame_bytes = 256 * 256 * 3
+    source = _Recording(path)
+    with dicomframes.open(source, workers=1) as reader:
+        source.sizes.clear()  # the header's reads
+        assert sum(1 for _ in reader) == 60
+    policy = FetchPolicy()
+    assert source.sizes[0] <= policy.first_batch_bytes
+    assert max(source.sizes[1:]) > policy.first_batch_bytes  # then full batches
+    assert sum(source.sizes) <= 60 * frame_bytes  # (the header's read held the first bytes)

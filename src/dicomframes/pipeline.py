@@ -81,8 +81,15 @@ def iterate(
 
     carried: list[FrameSpan] = []  # located but left for the next batch
 
+    batches = 0
+
     def next_batch():
         # Runs on the single fetch thread, so `todo` is consumed in order.
+        nonlocal batches
+        limit = policy.batch_bytes
+        if not batches and policy.first_batch_bytes:
+            limit = min(limit, policy.first_batch_bytes)
+        batches += 1
         spans: list[FrameSpan] = carried[:]
         carried.clear()
         size = sum(span.length for span in spans)
@@ -93,7 +100,7 @@ def iterate(
             except DicomFramesError as exc:  # raised after the frames before it
                 failed = _Failed(exc)
                 break
-            if spans and size + span.length > policy.batch_bytes:
+            if spans and size + span.length > limit:
                 carried.append(span)  # keep each batch within the byte bound
                 break
             spans.append(span)
