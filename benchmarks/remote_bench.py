@@ -74,6 +74,15 @@ class Row:
     note: str = ""
     extra: dict = field(default_factory=dict)
 
+    def iteration(self, frames: int, secs: float, requests: int, mb: float, needed_mb: float) -> None:
+        self.iter_frames, self.iter_fps, self.iter_requests, self.iter_mb = frames, frames / secs, requests, mb
+        self.iter_needed_mb = needed_mb
+
+    def random_access(self, wanted: list[int], sizes: list[int], secs: float, requests: int, mb: float) -> None:
+        self.random_frames, self.random_s_per_frame = len(wanted), secs / len(wanted)
+        self.random_requests, self.random_mb = requests, mb
+        self.random_needed_mb = sum(sizes[i] for i in wanted) / 1e6
+
 
 class Target:
     """One file on one backend behind one proxy: how each library opens it."""
@@ -148,8 +157,7 @@ def bench_dicomframes(t: Target, name: str, sizes: list[int], header: int, args,
             return n, dict(r.stats)
 
     (n, stats), secs, req, mb = t.counted(iterate)
-    row.iter_frames, row.iter_fps, row.iter_requests, row.iter_mb = n, n / secs, req, mb
-    row.iter_needed_mb = (sum(sizes) + header) / 1e6
+    row.iteration(n, secs, req, mb, (sum(sizes) + header) / 1e6)
     if stats["requests"] != req:
         row.note += f"stats {stats['requests']} req != server {req}; "
 
@@ -159,9 +167,7 @@ def bench_dicomframes(t: Target, name: str, sizes: list[int], header: int, args,
             for i in wanted:
                 r.frame(i)
         _, secs, req, mb = t.counted(rand)
-    row.random_frames, row.random_s_per_frame = len(wanted), secs / len(wanted)
-    row.random_requests, row.random_mb = req, mb
-    row.random_needed_mb = sum(sizes[i] for i in wanted) / 1e6
+    row.random_access(wanted, sizes, secs, req, mb)
     return row
 
 
@@ -184,8 +190,7 @@ def bench_pydicom(t: Target, name: str, sizes: list[int], args, latency: int) ->
             return sum(1 for _ in iter_pixels(f, indices=range(n)))
 
     got, secs, req, mb = t.counted(iterate)
-    row.iter_frames, row.iter_fps, row.iter_requests, row.iter_mb = got, got / secs, req, mb
-    row.iter_needed_mb = sum(sizes[:n]) / 1e6
+    row.iteration(got, secs, req, mb, sum(sizes[:n]) / 1e6)
 
     wanted = random.Random(1).sample(range(len(sizes)), min(args.peer_random, len(sizes)))
 
@@ -195,9 +200,7 @@ def bench_pydicom(t: Target, name: str, sizes: list[int], args, latency: int) ->
                 pixel_array(f, index=i)
 
     _, secs, req, mb = t.counted(rand)
-    row.random_frames, row.random_s_per_frame = len(wanted), secs / len(wanted)
-    row.random_requests, row.random_mb = req, mb
-    row.random_needed_mb = sum(sizes[i] for i in wanted) / 1e6
+    row.random_access(wanted, sizes, secs, req, mb)
     return row
 
 
@@ -221,8 +224,7 @@ def bench_highdicom(t: Target, name: str, sizes: list[int], args, latency: int) 
             return n
 
     got, secs, req, mb = t.counted(iterate)
-    row.iter_frames, row.iter_fps, row.iter_requests, row.iter_mb = got, got / secs, req, mb
-    row.iter_needed_mb = sum(sizes[:n]) / 1e6
+    row.iteration(got, secs, req, mb, sum(sizes[:n]) / 1e6)
 
     wanted = random.Random(1).sample(range(len(sizes)), min(args.peer_random, len(sizes)))
 
@@ -233,9 +235,7 @@ def bench_highdicom(t: Target, name: str, sizes: list[int], args, latency: int) 
                 im.get_stored_frame(i + 1)
 
     _, secs, req, mb = t.counted(rand)
-    row.random_frames, row.random_s_per_frame = len(wanted), secs / len(wanted)
-    row.random_requests, row.random_mb = req, mb
-    row.random_needed_mb = sum(sizes[i] for i in wanted) / 1e6
+    row.random_access(wanted, sizes, secs, req, mb)
     return row
 
 

@@ -251,7 +251,7 @@ class Reader:
         pool = None
         own_pool = None
         pickled = False
-        if workers > 1 and backend is not None:  # native frames: a copy each, no pool (measured slower)
+        if workers > 1 and backend is not None:  # native frames: nothing to decode, a pool measured slower
             if backend.releases_gil:
                 pool = own_pool = ThreadPoolExecutor(workers, thread_name_prefix="dicomframes-decode")
                 decode = partial(decode_chunk, decode)
