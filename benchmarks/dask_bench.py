@@ -12,7 +12,7 @@ pixel of the file, computed
 and the bytes each moved from storage, opening included (in-process: the
 reader's counters, ``reader.stats``; on the cluster: nginx's access log for
 HTTP, and for the local file the client's reader plus
-``dicomframes.dask.io_stats`` of every worker). Both run warm (the
+``dicomframes.integrations.dask.io_stats`` of every worker). Both run warm (the
 cluster started, the reader's decoder pool started) and the best of
 ``--repeat`` interleaved runs counts. Then it prints the ratios: cluster rate over
 in-process rate (target >= 0.8 on 2 cores), bytes over the file's size
@@ -41,7 +41,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 import numpy as np  # noqa: E402
 
 import dicomframes  # noqa: E402
-from dicomframes.dask import io_stats, reset_io_stats  # noqa: E402
+from dicomframes.integrations.dask import io_stats, reset_io_stats  # noqa: E402
 from dicomframes.samples import write_sample  # noqa: E402
 
 from servers import NginxServer, find_nginx  # noqa: E402

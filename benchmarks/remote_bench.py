@@ -46,7 +46,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 import fsspec  # noqa: E402
 
 import dicomframes  # noqa: E402
-from dicomframes.remote import FsspecSource  # noqa: E402
+from dicomframes.io.remote import FsspecSource  # noqa: E402
 from dicomframes.samples import write_sample  # noqa: E402
 
 from servers import NginxServer, ProxyLog, ServerProcess, find_nginx  # noqa: E402

@@ -49,7 +49,7 @@ def main() -> None:
                   f"overall mean {per_frame.mean():.3f}")
             print("brightest frame:", int(np.argmax(per_frame)))
             if cluster is not None:
-                from dicomframes.dask import io_stats
+                from dicomframes.integrations.dask import io_stats
 
                 moved = client.run(io_stats)
                 print("read by the workers:", {w[-5:]: s for w, s in moved.items()})

@@ -14,7 +14,7 @@ import sys
 import time
 
 import dicomframes
-from dicomframes.decompress import ProgressDisplay
+from dicomframes.transcode.decompress import ProgressDisplay
 from dicomframes.samples import write_sample
 
 

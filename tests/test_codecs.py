@@ -16,7 +16,7 @@ from pydicom.pixels import pixel_array
 from pydicom.uid import generate_uid
 
 import dicomframes
-from dicomframes import codecs
+from dicomframes.frames import codecs
 
 
 def _frames(n: int, rows: int, cols: int, spp: int, dtype, maxval: int) -> list[np.ndarray]:
@@ -123,6 +123,6 @@ def test_unknown_decoder_name(tmp_path):
 
 
 def _ts(uid):
-    from dicomframes.syntaxes import lookup
+    from dicomframes._dicom.syntaxes import lookup
 
     return lookup(uid)

@@ -30,7 +30,8 @@ except ImportError:  # the [test] extra installs them; CI must have them
 
 import dicomframes  # noqa: E402
 from dicomframes import DicomFramesError, Reader  # noqa: E402
-from dicomframes.dask import FrameMismatchError, slide_to_dask  # noqa: E402
+from dicomframes import FrameMismatchError  # noqa: E402
+from dicomframes.integrations.dask import slide_to_dask  # noqa: E402
 from dicomframes.samples import write_sample  # noqa: E402
 
 import wsigen  # noqa: E402
@@ -113,7 +114,7 @@ def test_without_dask_to_dask_names_the_extra(local_files):
         "import sys\n"
         "sys.modules['dask'] = None\n"
         "import dicomframes\n"
-        "from dicomframes.dask import MissingDependencyError\n"
+        "from dicomframes import MissingDependencyError\n"
         f"path = {str(local_files['native'])!r}\n"
         "for call in (lambda: dicomframes.to_dask(path), lambda: dicomframes.open(path).to_dask()):\n"
         "    try:\n"
@@ -198,7 +199,7 @@ def test_cluster_local_files(client, local_files, kind):
 
 def test_workers_read_only_frames(client, local_files):
     """On local files too: the workers' readers read frame bytes only, each once."""
-    from dicomframes.dask import io_stats, reset_io_stats
+    from dicomframes.integrations.dask import io_stats, reset_io_stats
 
     path = local_files["big_frames"]
     client.run(reset_io_stats)

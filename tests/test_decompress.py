@@ -37,9 +37,10 @@ from pydicom.uid import UID  # noqa: E402
 import dicomframes  # noqa: E402
 from dicomframes import DicomFramesError  # noqa: E402
 from dicomframes.cli import main as cli_main  # noqa: E402
-from dicomframes.decompress import DestinationExistsError, Progress, ProgressDisplay, decompress  # noqa: E402
+from dicomframes import DestinationExistsError  # noqa: E402
+from dicomframes.transcode.decompress import Progress, ProgressDisplay, decompress  # noqa: E402
 from dicomframes.samples import write_sample  # noqa: E402
-from dicomframes.sources import LocalFileSource  # noqa: E402
+from dicomframes.io.local import LocalFileSource  # noqa: E402
 from test_corpus import CORPUS  # noqa: E402
 
 logging.getLogger("pydicom").setLevel(logging.CRITICAL)

@@ -14,10 +14,10 @@ import pytest
 
 import dicomframes
 from dicomframes import TruncatedFileError
-from dicomframes.fetcher import FetchPolicy, fetch
-from dicomframes.frame_index import FrameSpan
+from dicomframes.frames.fetch import FetchPolicy, fetch
+from dicomframes.frames.index import FrameSpan
 from dicomframes.samples import write_sample
-from dicomframes.sources import LocalFileSource
+from dicomframes.io.local import LocalFileSource
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "preadv"), reason="no preadv on this platform")
 

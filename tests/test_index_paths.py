@@ -22,9 +22,9 @@ from pydicom.pixels import pixel_array  # noqa: E402
 
 import dicomframes  # noqa: E402
 import dicomgen as g  # noqa: E402
-from dicomframes.fetcher import FetchPolicy  # noqa: E402
+from dicomframes.io.policy import FetchPolicy  # noqa: E402
 from dicomframes.samples import sample_frame, write_sample  # noqa: E402
-from dicomframes.sources import LocalFileSource  # noqa: E402
+from dicomframes.io.local import LocalFileSource  # noqa: E402
 
 
 def assert_same_as_pydicom(path, frames: int, kind: str | None = None, *, whole: bool = False, **open_kwargs) -> None:

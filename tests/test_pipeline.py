@@ -116,7 +116,7 @@ def _crash_on_frame_3(fmt, decoder, items, as_rgb):
     """Runs in a forked worker: dies on frame 3, as a segfaulting codec would."""
     import os
 
-    from dicomframes.decode import decode_chunk_in_worker
+    from dicomframes.frames.decode import decode_chunk_in_worker
 
     if any(span.frame == 3 for span, _ in items):
         os._exit(1)
@@ -124,7 +124,7 @@ def _crash_on_frame_3(fmt, decoder, items, as_rgb):
 
 
 def test_a_crashing_worker_is_a_decode_error_and_the_pool_recovers(jpegls_file, reference, monkeypatch):
-    from dicomframes import decode as decode_module
+    from dicomframes.frames import decode as decode_module
 
     with dicomframes.open(jpegls_file, workers=2, decoder="pylibjpeg") as reader:
         monkeypatch.setattr("dicomframes.reader.decode_chunk_in_worker", _crash_on_frame_3)

@@ -17,7 +17,7 @@ import pytest
 
 import dicomframes
 from dicomframes import StorageError
-from dicomframes.remote import FsspecSource, is_transient
+from dicomframes.io.remote import FsspecSource, is_transient
 
 KiB, MiB = 1 << 10, 1 << 20
 INDEX_FILES = {"BOT": "bot.dcm", "EOT": "eot.dcm", "walked": "walked.dcm"}

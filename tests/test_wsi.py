@@ -21,9 +21,10 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 import dicomframes  # noqa: E402
 from dicomframes import DicomFramesError, InvalidFileError, TruncatedFileError  # noqa: E402
-from dicomframes.functional_groups import MISSING, walk_items  # noqa: E402
-from dicomframes.sources import BytesSource  # noqa: E402
-from dicomframes.wsi import NotTiledError, RegionError, SlideError, TilePosition, resize_area  # noqa: E402
+from dicomframes.views.functional_groups import MISSING, walk_items  # noqa: E402
+from dicomframes.io.local import BytesSource  # noqa: E402
+from dicomframes import NotTiledError, RegionError, SlideError  # noqa: E402
+from dicomframes.wsi import TilePosition, resize_area  # noqa: E402
 
 import wsigen  # noqa: E402
 from wsigen import Tile, write_level, write_pyramid  # noqa: E402

@@ -7,7 +7,7 @@ import json
 import sys
 import time
 
-from .errors import DicomFramesError
+from dicomframes.errors import DicomFramesError
 
 
 def _peak_rss_mb() -> float | None:
@@ -20,7 +20,7 @@ def _peak_rss_mb() -> float | None:
 
 
 def _open(args):
-    from . import open as open_reader
+    from dicomframes.reader import open as open_reader
 
     options = {}
     if getattr(args, "anon", False):
@@ -82,7 +82,7 @@ def cmd_frames(args) -> int:
 
 
 def cmd_sample(args) -> int:
-    from .samples import write_sample
+    from dicomframes.samples import write_sample
 
     try:
         path = write_sample(
@@ -97,7 +97,7 @@ def cmd_sample(args) -> int:
 
 
 def cmd_decompress(args) -> int:
-    from .decompress import ProgressDisplay, decompress
+    from dicomframes.transcode.decompress import ProgressDisplay, decompress
 
     src = args.path
     if args.anon:

@@ -1,7 +1,10 @@
-"""The one exception hierarchy of dicomframes.
+"""The one exception hierarchy of dicomframes: every public exception lives here.
 
 Every error names what is known of *where* it happened: the file (path or URL),
 the frame index and the byte offset, and where possible what to do about it.
+Errors that stand for a built-in case also derive from the built-in type
+(`RegionError` is a `ValueError`, `DestinationExistsError` a `FileExistsError`),
+so callers may catch either.
 """
 
 from __future__ import annotations
@@ -19,6 +22,10 @@ class DicomFramesError(Exception):
     offset : int or None
         The byte offset in the file (or in the inflated data set of a deflated
         file) where the problem was found.
+    hint : str or None
+        What to do about it (which package to install, which option to use).
+    byte_range : (int, int) or None
+        ``(offset, size)`` of the read that failed, for storage errors.
     """
 
     def __init__(
@@ -29,12 +36,14 @@ class DicomFramesError(Exception):
         frame: int | None = None,
         offset: int | None = None,
         hint: str | None = None,
+        byte_range: tuple[int, int] | None = None,
     ) -> None:
         self.message = message
         self.path = path
         self.frame = frame
         self.offset = offset
         self.hint = hint
+        self.byte_range = byte_range
         super().__init__(str(self))
 
     def __str__(self) -> str:
@@ -50,15 +59,24 @@ class DicomFramesError(Exception):
             text += f" ({self.hint})"
         return text
 
+    def with_frame(self, frame: int, message: str | None = None) -> "DicomFramesError":
+        """This error naming `frame` (a new one of the same type), unless it names one already."""
+        if self.frame is not None and message is None:
+            return self
+        return type(self)(
+            self.message if message is None else message, path=self.path, frame=frame,
+            offset=self.offset, hint=self.hint, byte_range=self.byte_range,
+        )
+
     def __reduce__(self):  # keep keyword arguments across pickling (process pools)
         return (
             _rebuild,
-            (type(self), self.message, self.path, self.frame, self.offset, self.hint),
+            (type(self), self.message, self.path, self.frame, self.offset, self.hint, self.byte_range),
         )
 
 
-def _rebuild(cls, message, path, frame, offset, hint):
-    return cls(message, path=path, frame=frame, offset=offset, hint=hint)
+def _rebuild(cls, message, path, frame, offset, hint, byte_range=None):
+    return cls(message, path=path, frame=frame, offset=offset, hint=hint, byte_range=byte_range)
 
 
 class NotDicomError(DicomFramesError):
@@ -91,3 +109,46 @@ class DecodeError(DicomFramesError):
 
 class StorageError(DicomFramesError):
     """Reading from storage failed for good (after retries)."""
+
+
+class MissingDependencyError(DicomFramesError, ImportError):
+    """An optional package that this operation needs is not installed (the hint names it)."""
+
+
+# -- whole-slide images ----------------------------------------------------------------
+class NotTiledError(DicomFramesError, ValueError):
+    """The file is not a tiled image (no Total Pixel Matrix Columns/Rows)."""
+
+
+class RegionError(DicomFramesError, ValueError):
+    """A region, focal plane or optical path that the image does not have."""
+
+
+class SlideError(DicomFramesError, ValueError):
+    """The instances given do not make a slide (no pyramid level, several series)."""
+
+
+# -- arrays of many files ----------------------------------------------------------------
+class FrameMismatchError(DicomFramesError, ValueError):
+    """Files joined into one array do not share frame shape and dtype."""
+
+
+# -- writing files -------------------------------------------------------------------------
+class TranscodeError(DicomFramesError):
+    """The file cannot be written in the form asked for (a limit of the format or of re-encoding)."""
+
+
+class DestinationError(DicomFramesError):
+    """The destination cannot take the output (a directory, or the source itself)."""
+
+
+class DestinationExistsError(DestinationError, FileExistsError):
+    """The destination exists and overwriting was not asked for."""
+
+
+__all__ = [
+    "DicomFramesError", "NotDicomError", "TruncatedFileError", "InvalidFileError", "FrameIndexError",
+    "UnsupportedTransferSyntaxError", "MissingDecoderError", "DecodeError", "StorageError",
+    "MissingDependencyError", "NotTiledError", "RegionError", "SlideError", "FrameMismatchError",
+    "TranscodeError", "DestinationError", "DestinationExistsError",
+]

@@ -1,25 +1,41 @@
-"""The Reader: the public face over Source -> Header -> FrameIndex -> Fetcher -> Codec -> Pixels."""
+"""The Reader: the public face over Source -> Header -> FrameIndex -> Fetcher -> Codec -> Pixels.
+
+`open` and `iter_frames` make readers; whole-slide regions and Dask arrays of
+one instance are thin methods over `dicomframes.views`, which sits below.
+"""
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from functools import partial
-from typing import Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO, Iterable, Iterator
 
 import numpy as np
 
-from . import codecs
-from .decode import decode_chunk, decode_chunk_in_worker, decode_span
-from .errors import DicomFramesError, InvalidFileError
-from .fetcher import FetchPolicy
-from .frame_index import EncapsulatedFrameIndex, FrameIndex, FrameSpan, NativeFrameIndex, unwrap
-from .header import Header, parse_header
-from .pipeline import iterate
-from .pixels import PixelFormat
-from .sources import Source
-from .workers import ProcessPool, available_cores
+from dicomframes.errors import DicomFramesError, InvalidFileError
+from dicomframes.frames import codecs
+from dicomframes.frames.decode import decode_chunk, decode_chunk_in_worker, decode_span
+from dicomframes.frames.header import Header, parse_header
+from dicomframes.frames.index import (
+    EncapsulatedFrameIndex,
+    FrameIndex,
+    FrameSpan,
+    NativeFrameIndex,
+    unwrap,
+)
+from dicomframes.frames.pipeline import iterate
+from dicomframes.frames.pixels import PixelFormat
+from dicomframes.frames.workers import ProcessPool, available_cores
+from dicomframes.io.policy import FetchPolicy
+from dicomframes.io.resolve import source_for
+from dicomframes.io.source import Source
+from dicomframes.views import dask_graph, regions
+from dicomframes.views.geometry import TileGeometry
 
+if TYPE_CHECKING:  # pragma: no cover
+    from dicomframes.views.geometry import TilePosition
 
 DEFAULT_MAX_INFLIGHT = 64 << 20
 #: below this many frames a process pool costs more to start than it saves
@@ -106,6 +122,7 @@ class Reader:
         self.policy = policy or source.fetch_policy()
         self._closed = False
         self._processes: ProcessPool | None = None
+        self._tile_geometry: TileGeometry | None = None
         try:
             self.header, self._data_source = parse_header(source, source.header_block)
             self.format = PixelFormat.from_header(self.header)
@@ -161,13 +178,46 @@ class Reader:
 
     @property
     def stats(self) -> dict[str, float]:
-        """Requests, bytes and seconds spent waiting on storage, so far."""
-        return self._source.stats.as_dict()
+        """Requests, bytes and seconds spent waiting on storage, so far (and
+        ``retries``: attempts beyond the first, where the source retries)."""
+        out = self._source.stats.as_dict()
+        out["retries"] = self._source.retries
+        return out
 
-    # -- frames --------------------------------------------------------------------
-    def _check_open(self) -> None:
+    @property
+    def source(self) -> Source:
+        """The source of the file's bytes, as opened."""
+        return self._source
+
+    @property
+    def data_source(self) -> Source:
+        """The source of the data set: `source`, or its inflated stream for a
+        Deflated file. Offsets in `header` and `index` are offsets here."""
+        return self._data_source
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def check_open(self) -> None:
+        """Raise ``ValueError`` if the reader is closed."""
         if self._closed:
             raise ValueError(f"I/O operation on a closed reader ({self.path})")
+
+    def locate_all(self) -> None:
+        """Locate every frame now, so that copies of this reader never search.
+
+        Files without an offset table: walk the item headers to the end. Files
+        with a Basic Offset Table: find where the last frame ends (and,
+        remotely, the file's size). Copies pickled afterwards (to Dask workers,
+        data loader processes) carry the complete index. A file whose last
+        frame cannot be located is left as it is: reading that frame raises
+        the error.
+        """
+        try:
+            self.index.locate_all()
+        except DicomFramesError:
+            pass
 
     def _normalise(self, i: int) -> int:
         n = len(self)
@@ -190,14 +240,14 @@ class Reader:
 
     def encoded_frame(self, i: int) -> bytes:
         """The frame's bytes as stored: its codestream (fragments joined), or native bytes."""
-        self._check_open()
+        self.check_open()
         span = self._span(i)
         data = self.index.read(span.offset, span.length, frame=span.frame)  # reuses bytes already read
         return bytes(self._encoded(span, data))
 
     def frame(self, i: int) -> np.ndarray:
         """Frame `i` (0-based; negative counts from the end) as a NumPy array."""
-        self._check_open()
+        self.check_open()
         span = self._span(i)
         data = self.index.read(span.offset, span.length, frame=span.frame)  # reuses bytes already read
         return self._decode(span, data)
@@ -230,7 +280,7 @@ class Reader:
         at most `max_inflight` bytes (default 64 MiB) are held in flight.
         `decoder` overrides the reader's decoder backend for this iteration.
         """
-        self._check_open()
+        self.check_open()
         wanted = range(len(self)) if indices is None else indices
         workers = workers or self.workers or available_cores()
         # The budget, in fifths: 2 batches fetched ahead + the one in use, frames
@@ -301,9 +351,8 @@ class Reader:
     def __setstate__(self, state) -> None:
         self.__dict__.update(state)
         self.index.bind(self._data_source)
-        geometry = state.get("_tile_geometry")  # whole-slide positions, if parsed
-        if geometry is not None:
-            geometry.bind(self._data_source)
+        if self._tile_geometry is not None:  # whole-slide positions, if parsed
+            self._tile_geometry.bind(self._data_source)
 
     def __del__(self) -> None:
         # A reader dropped without close() must not leave worker processes behind.
@@ -327,35 +376,81 @@ class Reader:
             f"{self.header.transfer_syntax.name}, index {self.index.kind}>"
         )
 
-    # -- whole-slide images (wsi.py) -------------------------------------------------
+    # -- whole-slide images (dicomframes.views) -------------------------------------------
     @property
-    def tile_geometry(self):
-        """Where each frame lies in the total pixel matrix: a `wsi.TileGeometry`."""
-        from . import wsi
+    def tile_geometry(self) -> TileGeometry:
+        """Where each frame lies in the total pixel matrix (made once, on first use)."""
+        if self._tile_geometry is None:
+            self._tile_geometry = TileGeometry(self.header, len(self), self._data_source)
+        return self._tile_geometry
 
-        return wsi.geometry_of(self)
-
-    def iter_tiles(self, focal_plane: int | None = None, optical_path: int | None = None):
+    def iter_tiles(
+        self, focal_plane: int | None = None, optical_path: int | None = None
+    ) -> Iterator[tuple[TilePosition, np.ndarray]]:
         """Yield ``(TilePosition, tile)`` for every tile (of one focal plane / optical path)."""
-        from . import wsi
-
-        self._check_open()
-        return wsi.iter_tiles(self, focal_plane, optical_path)
+        self.check_open()
+        return regions.iter_tiles(self, focal_plane, optical_path)
 
     def read_region(self, location, size, *, focal_plane: int = 0, optical_path: int = 0, background=None) -> np.ndarray:
         """The (width, height) `size` region at `location` (x, y) of the total pixel matrix."""
-        from . import wsi
+        self.check_open()
+        return regions.read_region(self, location, size, focal_plane=focal_plane, optical_path=optical_path, background=background)
 
-        self._check_open()
-        return wsi.read_region(self, location, size, focal_plane=focal_plane, optical_path=optical_path, background=background)
-
-    # -- Dask (dask.py) ----------------------------------------------------------------
+    # -- Dask (dicomframes.views.dask_graph) ---------------------------------------------------
     def to_dask(self, frames_per_chunk: int = 64, **kw):
         """The frames as a lazy dask array (frames, rows, columns[, samples]); see `dicomframes.to_dask`.
 
         The array holds a small, detached copy of this reader (closing it later
         does no harm). Needs the ``[dask]`` extra.
         """
-        from .dask import reader_to_dask
+        return dask_graph.reader_to_dask(self, frames_per_chunk, **kw)
 
-        return reader_to_dask(self, frames_per_chunk, **kw)
+
+def open(
+    src: str | os.PathLike | BinaryIO | Any,
+    *,
+    as_rgb: bool = True,
+    decoder: str | None = None,
+    workers: int | None = None,
+    max_inflight: int | None = None,
+    **storage_options: Any,
+) -> Reader:
+    """Open a DICOM file for frame-by-frame reading.
+
+    Parameters
+    ----------
+    src : str, os.PathLike, binary file object, or (fsspec filesystem, path)
+        A local path, any fsspec URL (``s3://``, ``gs://``, ``https://`` ...), an
+        open binary file, or a ``(filesystem, path)`` pair.
+    as_rgb : bool
+        Convert YCbCr frames to RGB, as pydicom does by default.
+    decoder : str, optional
+        The decoder backend: ``"pylibjpeg"`` (the required packages) or
+        ``"imagecodecs"`` (the ``[fast]`` extra); default: the fastest installed.
+    workers : int, optional
+        Frames decoded in parallel while iterating; default: the available cores.
+        Decoders that hold the GIL (the pylibjpeg plugins, pyjpegls) run in
+        worker processes, the others on threads.
+    max_inflight : int, optional
+        Bytes of fetched, not yet yielded frames held while iterating (default 64 MiB).
+    **storage_options
+        Passed to fsspec for URLs (e.g. ``anon=True``).
+
+    Returns
+    -------
+    Reader
+    """
+    return Reader(
+        source_for(src, storage_options), as_rgb=as_rgb, decoder=decoder,
+        workers=workers, max_inflight=max_inflight,
+    )
+
+
+def iter_frames(
+    src: str | os.PathLike | BinaryIO | Any,
+    indices: Iterable[int] | None = None,
+    **options: Any,
+) -> Iterator[np.ndarray]:
+    """Yield frames of `src` (all, or those in `indices`), closing the file at the end."""
+    with open(src, **options) as reader:
+        yield from reader.iter_frames(indices)

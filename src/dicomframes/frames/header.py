@@ -15,11 +15,22 @@ from typing import Any
 
 import numpy as np
 
-from .cursor import Cursor
-from .errors import InvalidFileError, NotDicomError, TruncatedFileError, UnsupportedTransferSyntaxError
-from .inflate import InflatedSource
-from .sources import Source
-from .syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, SYNTAXES, TransferSyntax, lookup
+from dicomframes._dicom.syntaxes import (
+    EXPLICIT_VR_LITTLE_ENDIAN,
+    IMPLICIT_VR_LITTLE_ENDIAN,
+    SYNTAXES,
+    TransferSyntax,
+    lookup,
+)
+from dicomframes.errors import (
+    InvalidFileError,
+    NotDicomError,
+    TruncatedFileError,
+    UnsupportedTransferSyntaxError,
+)
+from dicomframes.io.cursor import Cursor
+from dicomframes.io.inflate import InflatedSource
+from dicomframes.io.source import Source
 
 UNDEFINED = 0xFFFFFFFF
 ITEM = 0xFFFEE000

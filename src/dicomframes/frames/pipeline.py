@@ -15,10 +15,11 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from .errors import DecodeError, DicomFramesError, TruncatedFileError
-from .fetcher import FetchPolicy, fetch
-from .frame_index import FrameSpan
-from .sources import Source
+from dicomframes.errors import DecodeError, DicomFramesError, TruncatedFileError
+from dicomframes.frames.fetch import fetch
+from dicomframes.frames.index import FrameSpan
+from dicomframes.io.policy import FetchPolicy
+from dicomframes.io.source import Source
 
 
 def _result(span: FrameSpan, future: Future, name: str):

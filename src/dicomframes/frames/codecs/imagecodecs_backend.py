@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Backend, Decoded, FrameContext
+from dicomframes.frames.codecs.base import Backend, Decoded, FrameContext
 
 
 def _as_decoded(arr: np.ndarray, planar: int | None = 0) -> Decoded:

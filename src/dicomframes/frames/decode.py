@@ -10,10 +10,10 @@ from functools import partial
 
 import numpy as np
 
-from . import codecs
-from .errors import DecodeError, DicomFramesError
-from .frame_index import FrameSpan, unwrap
-from .pixels import PixelFormat
+from dicomframes.errors import DecodeError, DicomFramesError
+from dicomframes.frames import codecs
+from dicomframes.frames.index import FrameSpan, unwrap
+from dicomframes.frames.pixels import PixelFormat
 
 
 def decode_span(

@@ -27,36 +27,24 @@ only when a function here is called; importing `dicomframes` never imports it.
 
 from __future__ import annotations
 
-import os
 import pickle
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from .errors import DicomFramesError
+from dicomframes.errors import FrameMismatchError, MissingDependencyError, RegionError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .reader import Reader
+    from dicomframes.reader import Reader
 
-__all__ = [
-    "to_dask", "reader_to_dask", "slide_to_dask", "FrameMismatchError", "MissingDependencyError",
-    "io_stats", "reset_io_stats",
-]
+__all__ = ["reader_to_dask", "readers_to_dask", "slide_to_dask", "io_stats", "reset_io_stats"]
 
 DASK_HINT = 'pip install "dicomframes[dask]"'
 
 
-class MissingDependencyError(DicomFramesError, ImportError):
-    """An optional dependency (here: dask) is not installed."""
-
-
-class FrameMismatchError(DicomFramesError, ValueError):
-    """Files joined into one array do not share frame shape and dtype."""
-
-
-def _require_dask():
+def require_dask():
     """``dask.array`` and ``HighLevelGraph``, or an error naming the extra to install."""
     try:
         import dask.array as da
@@ -138,12 +126,10 @@ def read_frames(reader: "Reader", start: int, stop: int) -> np.ndarray:
 def read_window(image: Any, x: int, y: int, width: int, height: int,
                 focal_plane: int, optical_path: int, background: Any) -> np.ndarray:
     """The (width, height) window at (x, y) of a level or tiled reader (one chunk task)."""
-    from .wsi import geometry_of
-
     readers = getattr(image, "readers", None)
     if readers is not None:  # a Level: bind each geometry to its reader's source (after unpickling)
         for reader in readers:
-            geometry_of(reader)
+            reader.tile_geometry  # noqa: B018 - binds
     out = image.read_region((x, y), (width, height), focal_plane=focal_plane,
                             optical_path=optical_path, background=background)
     for reader in readers if readers is not None else [image]:
@@ -152,7 +138,7 @@ def read_window(image: Any, x: int, y: int, width: int, height: int,
 
 
 # -- helpers ---------------------------------------------------------------------------------
-def _detached(obj: Any) -> Any:
+def detached(obj: Any) -> Any:
     """A copy of a reader (or level) that pickles small and shares nothing with `obj`.
 
     The array keeps working after the caller closes its reader. Readers over an
@@ -165,24 +151,17 @@ def _detached(obj: Any) -> Any:
         return obj
 
 
-def _complete_index(reader: "Reader") -> None:
-    """Locate every frame now, so that workers never walk item headers themselves."""
-    from .dataset import locate_all
-
-    locate_all(reader)
-
-
 def _identity(reader: "Reader") -> tuple:
     """What makes two readers give the same frames (for Dask's names)."""
     header = reader.header
     return (
-        reader.path, getattr(reader._source, "size", None), header.get("SOPInstanceUID"), len(reader),
+        reader.path, reader.source.size, header.get("SOPInstanceUID"), len(reader),
         tuple(reader.format.shape),
         str(reader.format.dtype), header.transfer_syntax.uid, reader.as_rgb, reader.decoder,
     )
 
 
-def _check_chunk(value: int, what: str) -> int:
+def check_chunk(value: int, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{what} must be a positive integer, not {value!r}")
     return int(value)
@@ -191,7 +170,7 @@ def _check_chunk(value: int, what: str) -> int:
 # -- frames ----------------------------------------------------------------------------------
 def _frames_array(readers: Sequence["Reader"], frames_per_chunk: int):
     """The dask array of the frames of `readers` (already detached and checked)."""
-    da, HighLevelGraph, tokenize = _require_dask()
+    da, HighLevelGraph, tokenize = require_dask()
     first = readers[0]
     shape = tuple(first.format.shape)
     dtype = first.format.dtype
@@ -213,6 +192,13 @@ def _frames_array(readers: Sequence["Reader"], frames_per_chunk: int):
     return da.Array(graph, name, chunks, dtype=dtype)
 
 
+def readers_to_dask(readers: Sequence["Reader"], frames_per_chunk: int):
+    """The frames of `readers` (detached or owned by the array, index complete)
+    joined into one dask array; their frames must share shape and dtype."""
+    _check_same_frames(readers)
+    return _frames_array(readers, frames_per_chunk)
+
+
 def _check_same_frames(readers: Sequence["Reader"]) -> None:
     first = readers[0]
     want = (tuple(first.format.shape), first.format.dtype)
@@ -232,90 +218,11 @@ def reader_to_dask(reader: "Reader", frames_per_chunk: int = 64):
     The array holds a detached copy of the reader: closing `reader` later does
     not affect it.
     """
-    frames_per_chunk = _check_chunk(frames_per_chunk, "frames_per_chunk")
-    _require_dask()
-    reader._check_open()
-    _complete_index(reader)
-    return _frames_array([_detached(reader)], frames_per_chunk)
-
-
-def _is_many(src: Any) -> bool:
-    if isinstance(src, (str, bytes, bytearray, memoryview, os.PathLike)):
-        return False
-    if isinstance(src, tuple) and len(src) == 2 and not isinstance(src[0], (str, os.PathLike)):
-        return False  # one (filesystem, path) pair
-    if hasattr(src, "read") or hasattr(src, "frame"):
-        return False  # a file object, or a reader
-    return isinstance(src, Iterable)
-
-
-def to_dask(src: Any, frames_per_chunk: int = 64, **open_options: Any):
-    """The frames of one file, or of many files joined, as a lazy dask array.
-
-    Parameters
-    ----------
-    src : path, URL, (filesystem, path), Reader, or a list of them
-        One file, or many whose frames share shape and dtype: their frames are
-        joined along the first axis in the order given.
-    frames_per_chunk : int
-        Frames per chunk (and per task). A chunk never spans two files.
-    **open_options
-        Passed to `dicomframes.open` (``as_rgb``, ``decoder``, storage options
-        such as ``anon=True``). Not allowed with readers.
-
-    Returns
-    -------
-    dask.array.Array
-        Shape (frames, rows, columns) or (frames, rows, columns, samples), the
-        dtype of ``reader.info.dtype``.
-
-    Raises
-    ------
-    MissingDependencyError
-        Dask is not installed: ``pip install "dicomframes[dask]"``.
-    FrameMismatchError
-        A file's frames differ in shape or dtype from the first file's; the
-        error names the first file that does not match.
-
-    Notes
-    -----
-    Only headers are read here (and, for files without an offset table, the
-    item headers, once, so that workers never walk them). Each chunk is one
-    task reading its frames with planned, coalesced range reads.
-    """
-    frames_per_chunk = _check_chunk(frames_per_chunk, "frames_per_chunk")
-    _require_dask()
-    from . import open as open_reader
-    from .reader import Reader, open_all
-
-    items = list(src) if _is_many(src) else [src]
-    if not items:
-        raise ValueError("to_dask needs at least one file")
-    if open_options and any(isinstance(i, Reader) for i in items):
-        raise TypeError(f"options {sorted(open_options)} apply to files to open, not to open readers")
-
-    def one(item: Any) -> Reader:
-        if isinstance(item, Reader):
-            item._check_open()
-            _complete_index(item)
-            return _detached(item)
-        reader = open_reader(item, **open_options)
-        try:
-            _complete_index(reader)
-        except BaseException:
-            reader.close()
-            raise
-        return reader  # ours: the graph holds it, no copy needed
-
-    readers = open_all(items, one)
-    try:
-        _check_same_frames(readers)
-        return _frames_array(readers, frames_per_chunk)
-    except BaseException:
-        for k, r in enumerate(readers):
-            if not isinstance(items[k], Reader):
-                r.close()
-        raise
+    frames_per_chunk = check_chunk(frames_per_chunk, "frames_per_chunk")
+    require_dask()
+    reader.check_open()
+    reader.locate_all()  # workers never walk item headers themselves
+    return _frames_array([detached(reader)], frames_per_chunk)
 
 
 # -- whole slides ------------------------------------------------------------------------------
@@ -324,8 +231,8 @@ def _tile_counts(tiles_per_chunk: Any) -> tuple[int, int]:
     if isinstance(tiles_per_chunk, (tuple, list)):
         if len(tiles_per_chunk) != 2:
             raise ValueError(f"tiles_per_chunk must be an int or (rows, columns), not {tiles_per_chunk!r}")
-        return (_check_chunk(tiles_per_chunk[0], "tiles_per_chunk"), _check_chunk(tiles_per_chunk[1], "tiles_per_chunk"))
-    n = _check_chunk(tiles_per_chunk, "tiles_per_chunk")
+        return (check_chunk(tiles_per_chunk[0], "tiles_per_chunk"), check_chunk(tiles_per_chunk[1], "tiles_per_chunk"))
+    n = check_chunk(tiles_per_chunk, "tiles_per_chunk")
     return n, n
 
 
@@ -368,15 +275,12 @@ def slide_to_dask(
         ``read_region((x0, y0), (x1 - x0, y1 - y0))`` at that level, and
         computing it fetches only the tiles it touches.
     """
-    da, HighLevelGraph, tokenize = _require_dask()
-    from .reader import Reader
-    from .wsi import geometry_of
-
+    da, HighLevelGraph, tokenize = require_dask()
     ty, tx = _tile_counts(tiles_per_chunk)
-    if isinstance(slide, Reader):
+    if not hasattr(slide, "readers"):  # a reader of one tiled instance
         image, readers = slide, [slide]
-        slide._check_open()
-        geometry = geometry_of(slide)
+        slide.check_open()
+        geometry = slide.tile_geometry
         width, height = geometry.width, geometry.height
         tile_w, tile_h = geometry.tile_width, geometry.tile_height
         geometry.positions()  # sparse positions parsed here, once, not on every worker
@@ -385,13 +289,11 @@ def slide_to_dask(
         image = slide.levels[level] if hasattr(slide, "levels") else slide
         readers = list(image.readers)
         for r in readers:
-            r._check_open()
-            geometry_of(r).positions()  # sparse positions parsed here, once
+            r.check_open()
+            r.tile_geometry.positions()  # sparse positions parsed here, once
         width, height = image.width, image.height
         tile_w, tile_h = image.tile_width, image.tile_height
         if not (0 <= focal_plane < image.focal_planes and 0 <= optical_path < image.optical_paths):
-            from .wsi import RegionError
-
             raise RegionError(
                 f"focal plane {focal_plane} / optical path {optical_path} out of range: the level has "
                 f"{image.focal_planes} focal plane(s) and {image.optical_paths} optical path(s)",
@@ -405,10 +307,10 @@ def slide_to_dask(
     )
     name = f"dicomframes-slide-{token}"
     image_key = f"dicomframes-level-{token}"
-    detached = _detached(image)
-    for r in getattr(detached, "readers", None) or [detached]:
+    copy = detached(image)
+    for r in getattr(copy, "readers", None) or [copy]:
         r.workers = 1  # a chunk is one task: decode on its thread, no pools inside
-    dsk: dict[Any, Any] = {image_key: detached}
+    dsk: dict[Any, Any] = {image_key: copy}
     rows, columns = _edges(height, tile_h * ty), _edges(width, tile_w * tx)
     zeros = (0,) * len(extra)
     for i, (y0, y1) in enumerate(rows):

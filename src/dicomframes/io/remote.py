@@ -29,9 +29,10 @@ import weakref
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
-from .cursor import BlockCache
-from .errors import StorageError
-from .sources import Range, Source
+from dicomframes.errors import StorageError
+from dicomframes.io.cursor import BlockCache
+from dicomframes.io.policy import FetchPolicy
+from dicomframes.io.source import Range, Source
 
 KiB, MiB = 1 << 10, 1 << 20
 
@@ -332,9 +333,7 @@ class FsspecSource(Source):
         own = getattr(self.fs, "retries", None)
         return 2 if isinstance(own, int) and own > 1 else 5
 
-    def fetch_policy(self):
-        from .fetcher import FetchPolicy
-
+    def fetch_policy(self) -> FetchPolicy:
         return FetchPolicy(
             max_gap=self.merge_gap, max_request=self.request_size,
             batch_bytes=self.batch_bytes, max_frames=4096, first_batch_bytes=None,
@@ -385,9 +384,7 @@ class FsspecSource(Source):
         except StorageError as exc:
             if frame is None or exc.frame is not None:
                 raise
-            err = StorageError(exc.message, path=exc.path, frame=frame, offset=exc.offset, hint=exc.hint)
-            err.byte_range = getattr(exc, "byte_range", None)  # type: ignore[attr-defined]
-            raise err from exc
+            raise exc.with_frame(frame) from exc
 
     def _read(self, offset: int, size: int) -> bytes:
         return self._run([(offset, size)])[0]
@@ -419,9 +416,8 @@ class FsspecSource(Source):
     def _fail(self, offset: int, n: int, message: str, cause: BaseException | None, hint: str | None = None) -> StorageError:
         err = StorageError(
             f"bytes {offset}..{offset + n - 1} ({n} bytes): {message}",
-            path=self.name, offset=offset, hint=hint,
+            path=self.name, offset=offset, hint=hint, byte_range=(offset, n),
         )
-        err.byte_range = (offset, n)  # type: ignore[attr-defined]
         err.__cause__ = cause
         return err
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import zlib
 
-from .base import Backend, Decoded, FrameContext
+from dicomframes.frames.codecs.base import Backend, Decoded, FrameContext
 
 
 def _precision_bits(precision: int, default: int) -> int:

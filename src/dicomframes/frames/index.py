@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import struct
 import threading
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
-from abc import ABC, abstractmethod
 
-from .cursor import BlockCache, Cursor, read_through
-from .errors import FrameIndexError, StorageError, TruncatedFileError
-from .header import ITEM, SEQUENCE_DELIMITER, Header
-from .sources import Source
+from dicomframes.errors import FrameIndexError, StorageError, TruncatedFileError
+from dicomframes.frames.header import ITEM, SEQUENCE_DELIMITER, Header
+from dicomframes.io.cursor import BlockCache, Cursor, read_through
+from dicomframes.io.source import Source
 
 _ITEM_HEADER = struct.Struct("<HHI")
 #: the walk reads this much at an item header when fragments are large
@@ -34,16 +34,6 @@ def cache_capacity(source: Source, block: int) -> int:
     """
     batch = source.fetch_policy().batch_bytes
     return max(4 * block, min(2 * batch + 2 * block, 64 * block))
-
-
-def _with_frame(exc: StorageError, frame: int) -> StorageError:
-    """`exc` naming `frame`, where it names none."""
-    if exc.frame is not None:
-        return exc
-    out = StorageError(exc.message, path=exc.path, frame=frame, offset=exc.offset, hint=exc.hint)
-    if hasattr(exc, "byte_range"):
-        out.byte_range = exc.byte_range  # type: ignore[attr-defined]
-    return out
 
 
 @dataclass(frozen=True)
@@ -140,7 +130,7 @@ class FrameIndex(ABC):
         try:
             data = read_through(self.source, self.cache, [(offset, size)])[0]
         except StorageError as exc:
-            raise (exc if frame is None else _with_frame(exc, frame)) from None
+            raise (exc if frame is None else exc.with_frame(frame)) from None
         if len(data) != size:
             raise TruncatedFileError(
                 f"expected {size} bytes but the file ends after {len(data)}",
@@ -154,6 +144,11 @@ class FrameIndex(ABC):
     @abstractmethod
     def span(self, i: int) -> FrameSpan:
         """Where frame `i`'s bytes are."""
+
+    def locate_all(self) -> None:
+        """Locate every frame now (the last frame's end included)."""
+        if self.number_of_frames:
+            self.span(self.number_of_frames - 1)
 
     def check(self, i: int) -> None:
         if not 0 <= i < self.number_of_frames:
@@ -352,7 +347,7 @@ class EncapsulatedFrameIndex(FrameIndex):
         try:
             self._walk_until(i)
         except StorageError as exc:
-            raise _with_frame(exc, i) from None
+            raise exc.with_frame(i) from None
         starts = self._frame_starts
         if i >= starts.n:
             if self._walk_error is not None:
@@ -386,7 +381,7 @@ class EncapsulatedFrameIndex(FrameIndex):
                     try:
                         end = self._bot_last_end or self._find_end(start)
                     except StorageError as exc:
-                        raise _with_frame(exc, i) from None
+                        raise exc.with_frame(i) from None
                 if end < start:
                     raise FrameIndexError("the Basic Offset Table is not in increasing order", path=self.name, frame=i, offset=start)
                 if end == start:
@@ -410,6 +405,10 @@ class EncapsulatedFrameIndex(FrameIndex):
             cur.skip(8 + length)
         self._bot_last_end = cur.pos
         return cur.pos
+
+    def locate_all(self) -> None:
+        self.walk_all()
+        super().locate_all()
 
     def walk_all(self) -> int:
         """Walk to the end (for `info`); returns the number of fragments."""

@@ -8,30 +8,13 @@ single request of exactly its bytes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from .cursor import BlockCache, read_through
-from .errors import StorageError, TruncatedFileError
-from .frame_index import FrameSpan
-from .sources import Source
-
-
-@dataclass(frozen=True)
-class FetchPolicy:
-    #: merge two spans when at most this many unwanted bytes lie between them
-    max_gap: int = 0
-    #: never merge into a request larger than this
-    max_request: int = 8 << 20
-    #: frames per batch are bounded by this many encoded bytes (and `max_frames`)
-    batch_bytes: int = 8 << 20
-    max_frames: int = 64
-    #: the first batch of an iteration is this small, so its first frame comes
-    #: soon (8 MiB before the first frame took 10-25 ms from a local page cache,
-    #: 1 MiB ~2 ms); None: as big as the others, where each request costs a
-    #: round trip (remote storage)
-    first_batch_bytes: int | None = 1 << 20
+from dicomframes.errors import StorageError, TruncatedFileError
+from dicomframes.frames.index import FrameSpan
+from dicomframes.io.cursor import BlockCache, read_through
+from dicomframes.io.policy import FetchPolicy
+from dicomframes.io.source import Source
 
 
 def plan(spans: list[FrameSpan], policy: FetchPolicy) -> list[tuple[int, int, list[FrameSpan]]]:
@@ -110,8 +93,11 @@ def _name_frames(exc: StorageError, requests: list[tuple[int, int, list[FrameSpa
     """`exc` naming the (first) frame whose bytes the failed range held."""
     if exc.frame is not None:
         return exc
-    lo, n = getattr(exc, "byte_range", (exc.offset, 1) if exc.offset is not None else (None, 0))
-    if lo is None:
+    if exc.byte_range is not None:
+        lo, n = exc.byte_range
+    elif exc.offset is not None:
+        lo, n = exc.offset, 1
+    else:
         return exc
     hit = [s.frame for _, _, members in requests for s in members if s.offset < lo + max(n, 1) and lo < s.offset + s.length]
     if not hit:
@@ -119,6 +105,4 @@ def _name_frames(exc: StorageError, requests: list[tuple[int, int, list[FrameSpa
     message = exc.message
     if len(hit) > 1:
         message += f" (the range holds frames {min(hit)}..{max(hit)})"
-    out = StorageError(message, path=exc.path, frame=min(hit), offset=exc.offset, hint=exc.hint)
-    out.byte_range = (lo, n)  # type: ignore[attr-defined]
-    return out
+    return StorageError(message, path=exc.path, frame=min(hit), offset=exc.offset, hint=exc.hint, byte_range=(lo, n))

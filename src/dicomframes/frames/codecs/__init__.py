@@ -8,11 +8,14 @@ post-processing; `dicomframes.pixels` does that.
 
 from __future__ import annotations
 
-from ..errors import MissingDecoderError, UnsupportedTransferSyntaxError
-from ..syntaxes import TransferSyntax
-from .base import Backend, Decoded, FrameContext
-from .builtin import BUILTIN_BACKENDS
-from .imagecodecs_backend import IMAGECODECS_BACKENDS, IMAGECODECS_RLE
+from dicomframes._dicom.syntaxes import TransferSyntax
+from dicomframes.errors import MissingDecoderError, UnsupportedTransferSyntaxError
+from dicomframes.frames.codecs.base import Backend, Decoded, FrameContext
+from dicomframes.frames.codecs.builtin import BUILTIN_BACKENDS
+from dicomframes.frames.codecs.imagecodecs_backend import (
+    IMAGECODECS_BACKENDS,
+    IMAGECODECS_RLE,
+)
 
 # Preference order: the first available backend for a syntax is the default
 # (imagecodecs, where installed, is the faster one).

@@ -17,8 +17,8 @@ import threading
 from collections import OrderedDict
 from typing import Sequence
 
-from .errors import TruncatedFileError
-from .sources import Source
+from dicomframes.errors import TruncatedFileError
+from dicomframes.io.source import Source
 
 
 class BlockCache:

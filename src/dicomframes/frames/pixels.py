@@ -13,12 +13,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .codecs import Decoded, FrameContext
-from .codestream import j2k_parameters, jpeg_parameters, rle_parameters
-from .errors import DecodeError, InvalidFileError
-from .frame_index import FrameSpan
-from .header import Header
-from .syntaxes import TransferSyntax
+from dicomframes._dicom.codestream import (
+    j2k_parameters,
+    jpeg_parameters,
+    rle_parameters,
+)
+from dicomframes._dicom.syntaxes import TransferSyntax
+from dicomframes.errors import DecodeError, InvalidFileError
+from dicomframes.frames.codecs import Decoded, FrameContext
+from dicomframes.frames.header import Header
+from dicomframes.frames.index import FrameSpan
 
 _YBR = ("YBR_FULL", "YBR_FULL_422")
 _YBR_TO_RGB = np.asarray(

@@ -33,10 +33,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .cursor import read_through
-from .errors import InvalidFileError, TruncatedFileError
-from .header import Header
-from .sources import Source
+from dicomframes.errors import InvalidFileError, TruncatedFileError
+from dicomframes.frames.header import Header
+from dicomframes.io.cursor import read_through
+from dicomframes.io.source import Source
 
 #: marks a frame whose item has no row/column position
 MISSING = np.iinfo(np.int32).min
@@ -396,7 +396,7 @@ def walk_items(
     Parameters
     ----------
     source : Source
-        The source holding the data set (``reader._data_source``).
+        The source holding the data set (``reader.data_source``).
     offset : int
         Where the sequence's value (its first item) starts.
     length : int or None

@@ -21,9 +21,15 @@ import struct
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Union
 
-from .cursor import Cursor
-from .errors import DicomFramesError, InvalidFileError, TruncatedFileError
-from .sources import Source
+from dicomframes.errors import (
+    DicomFramesError,
+    InvalidFileError,
+    MissingDependencyError,
+    TranscodeError,
+    TruncatedFileError,
+)
+from dicomframes.io.cursor import Cursor
+from dicomframes.io.source import Source
 
 UNDEFINED = 0xFFFFFFFF
 ITEM = 0xFFFEE000
@@ -299,7 +305,7 @@ def reencode(raw: bytes, *, explicit_vr: bool, little_endian: bool, name: str, w
     """
     encoding = ("Explicit" if explicit_vr else "Implicit") + " VR " + ("Little" if little_endian else "Big") + " Endian"
     if len(raw) > MAX_REENCODE_BYTES:
-        raise DicomFramesError(
+        raise TranscodeError(
             f"{what} is encoded as {encoding} and holds {len(raw):,} bytes before the pixel data; "
             f"re-encoding it as Explicit VR Little Endian is limited to {MAX_REENCODE_BYTES >> 20} MiB",
             path=name,
@@ -310,7 +316,7 @@ def reencode(raw: bytes, *, explicit_vr: bool, little_endian: bool, name: str, w
         from pydicom.filereader import read_dataset
         from pydicom.filewriter import write_dataset
     except ImportError:
-        raise DicomFramesError(
+        raise MissingDependencyError(
             f"{what} is encoded as {encoding}; re-encoding it as Explicit VR Little Endian needs "
             "a data dictionary, which dicomframes takes from pydicom",
             path=name, hint="pip install pydicom",

@@ -37,9 +37,18 @@ from typing import Any, BinaryIO, Callable, Iterator, TextIO
 
 import numpy as np
 
-from . import dataset_writer as dw
-from .errors import DecodeError, DicomFramesError, InvalidFileError, StorageError
-from .sources import BytesSource, Source
+from dicomframes.errors import (
+    DecodeError,
+    DestinationError,
+    DestinationExistsError,
+    DicomFramesError,
+    InvalidFileError,
+    StorageError,
+    TranscodeError,
+)
+from dicomframes.io.local import BytesSource
+from dicomframes.io.source import Source
+from dicomframes.transcode import dataset_writer as dw
 
 #: Explicit VR Little Endian and Encapsulated Uncompressed Explicit VR Little Endian
 EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
@@ -66,10 +75,6 @@ EXTENDED_OFFSET_TABLE = 0x7FE00001
 EXTENDED_OFFSET_TABLE_LENGTHS = 0x7FE00002
 ENCAPSULATED_PIXEL_DATA_VALUE_TOTAL_LENGTH = 0x7FE00003
 _PIXEL_TAG = {"PixelData": 0x7FE00010, "FloatPixelData": 0x7FE00008, "DoubleFloatPixelData": 0x7FE00009}
-
-
-class DestinationExistsError(DicomFramesError, FileExistsError):
-    """The destination exists and overwriting was not asked for."""
 
 
 # -- progress --------------------------------------------------------------------------------
@@ -235,8 +240,8 @@ def _plan(reader, *, as_rgb: bool, generate_instance_uid: bool, encapsulated: bo
     fmt = reader.format
     ts = header.transfer_syntax
     n = len(reader)
-    source: Source = reader._source
-    data: Source = reader._data_source
+    source: Source = reader.source
+    data: Source = reader.data_source
 
     # -- sizes, checked before anything is written -------------------------------------
     pixels = fmt.rows * fmt.columns * fmt.samples_per_pixel
@@ -250,18 +255,18 @@ def _plan(reader, *, as_rgb: bool, generate_instance_uid: bool, encapsulated: bo
         native_total = n * frame_bytes
     if encapsulated:
         if header.pixel_keyword != "PixelData":
-            raise DicomFramesError(
+            raise TranscodeError(
                 f"{header.pixel_keyword} cannot be encapsulated (only Pixel Data can)", path=name,
                 hint="decompress without encapsulated=True / --encapsulated",
             )
         padded = frame_bytes + frame_bytes % 2
         if padded > MAX_DEFINED_LENGTH:
-            raise DicomFramesError(f"a frame of {frame_bytes:,} bytes does not fit in one fragment (4 GiB)", path=name)
+            raise TranscodeError(f"a frame of {frame_bytes:,} bytes does not fit in one fragment (4 GiB)", path=name)
         total = n * (8 + padded)
     else:
         total = native_total
         if total > MAX_DEFINED_LENGTH:
-            raise DicomFramesError(
+            raise TranscodeError(
                 f"the native pixel data would hold {total:,} bytes ({n} frames of {frame_bytes:,} bytes), more "
                 "than a defined length allows (4 GiB - 2, PS3.5 7.1.1)",
                 path=name,
@@ -293,7 +298,7 @@ def _plan(reader, *, as_rgb: bool, generate_instance_uid: bool, encapsulated: bo
     else:
         pixel_start = header.pixel_offset - (12 if explicit else 8)
         if pixel_start - start > dw.MAX_REENCODE_BYTES:
-            raise DicomFramesError(
+            raise TranscodeError(
                 f"{pixel_start - start:,} bytes of elements before Pixel Data need re-encoding; the limit is "
                 f"{dw.MAX_REENCODE_BYTES >> 20} MiB", path=name,
             )
@@ -368,7 +373,7 @@ def _pixel_end(reader) -> int | None:
         return header.pixel_offset + header.pixel_length
     # Encapsulated: from the last frame's first item, walk the item headers to the delimiter.
     span = reader.index.span(len(reader) - 1)
-    data = reader._data_source
+    data = reader.data_source
     pos = span.offset
     size = data.size
     while True:
@@ -394,7 +399,7 @@ def _write_trailing(reader, layout: _Layout, write: Callable[[bytes], Any]) -> N
     end = _pixel_end(reader)
     if end is None:
         return
-    data = reader._data_source
+    data = reader.data_source
     if not layout.reencoded:
         _copy(data, end, None, write)
         return
@@ -533,7 +538,7 @@ class _LocalDestination(_Destination):
             if not overwrite:
                 raise _exists_error(self.name)
             if os.path.isdir(self.path):
-                raise DicomFramesError("the destination is a directory", path=self.name)
+                raise DestinationError("the destination is a directory", path=self.name)
 
     def same_as(self, source: Source) -> bool:
         path = getattr(source, "path", None)
@@ -551,7 +556,7 @@ class _LocalDestination(_Destination):
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
         except OSError as exc:
-            raise DicomFramesError(f"cannot write beside the destination: {exc.strerror}", path=self.name) from exc
+            raise StorageError(f"cannot write beside the destination: {exc.strerror}", path=self.name) from exc
         try:
             with os.fdopen(fd, "wb", buffering=1 << 20) as f:
                 yield f
@@ -598,7 +603,7 @@ class _FsspecDestination(_Destination):
             if not overwrite:
                 raise _exists_error(self.name)
             if self.fs.isdir(self.path):
-                raise DicomFramesError("the destination is a directory", path=self.name)
+                raise DestinationError("the destination is a directory", path=self.name)
 
     def same_as(self, source: Source) -> bool:
         other = getattr(source, "name", None)
@@ -731,11 +736,16 @@ def decompress(
     ------
     DestinationExistsError
         `dst` exists and `overwrite` is False (nothing is read or written).
+    DestinationError
+        `dst` is a directory, or the source itself.
+    TranscodeError
+        The pixel data is too large for a defined length, cannot be
+        encapsulated, or needs more re-encoding than the limit allows.
     DicomFramesError
-        The source cannot be read or decoded, the pixel data is too large for
-        a defined length, and the like; nothing is left at `dst`.
+        Any other subclass: the source cannot be read or decoded; nothing is
+        left at `dst`.
     """
-    from . import open as open_reader
+    from dicomframes.reader import open as open_reader
 
     src_options = storage_options if _is_remote(src) else {}
     dst_options = storage_options if _is_remote(dst) else {}
@@ -750,8 +760,8 @@ def decompress(
     reader = open_reader(src, as_rgb=as_rgb, decoder=decoder, workers=workers, max_inflight=max_inflight, **src_options)
     frames = None
     try:
-        if destination.same_as(reader._source):
-            raise DicomFramesError("the destination is the source; write elsewhere", path=destination.name)
+        if destination.same_as(reader.source):
+            raise DestinationError("the destination is the source; write elsewhere", path=destination.name)
         layout = _plan(reader, as_rgb=as_rgb, generate_instance_uid=generate_instance_uid, encapsulated=encapsulated)
         frames = reader.iter_frames()
         # The first frame before the output exists: decoder errors come first, and

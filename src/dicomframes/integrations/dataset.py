@@ -24,29 +24,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from dicomframes.reader import Reader, open_all
+from dicomframes.reader import open as open_reader
+
 __all__ = ["FrameDataset"]
-
-
-def locate_all(reader: Any) -> None:
-    """Locate every frame of `reader` now, so that copies of it never search.
-
-    Files without an offset table: walk the item headers to the end. Files with
-    a Basic Offset Table: find where the last frame ends (and, remotely, the
-    file's size). Copies pickled afterwards (to Dask workers, data loader
-    processes) carry the complete index. A file whose last frame cannot be
-    located is left as it is: reading that frame raises the error.
-    """
-    from .errors import DicomFramesError
-
-    index = reader.index
-    walk_all = getattr(index, "walk_all", None)
-    try:
-        if walk_all is not None:
-            walk_all()
-        if len(reader):
-            index.span(len(reader) - 1)
-    except DicomFramesError:
-        pass
 
 
 def _many(sources: Any) -> list[Any]:
@@ -90,9 +71,6 @@ class FrameDataset:
         build_index: bool = True,
         **open_options: Any,
     ) -> None:
-        from . import open as open_reader
-        from .reader import Reader, open_all
-
         items = _many(sources)
         self.return_index = return_index
         self.transform = transform
@@ -104,7 +82,7 @@ class FrameDataset:
             reader = item if isinstance(item, Reader) else open_reader(item, **open_options)
             if build_index:
                 try:
-                    locate_all(reader)
+                    reader.locate_all()
                 except BaseException:
                     if reader is not item:
                         reader.close()

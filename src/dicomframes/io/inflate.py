@@ -13,8 +13,8 @@ import bisect
 import threading
 import zlib
 
-from .errors import InvalidFileError
-from .sources import Source
+from dicomframes.errors import InvalidFileError
+from dicomframes.io.source import Source
 
 _PIECE = 1 << 20  # inflate at most this much at once
 _INPUT_BLOCK = 256 * 1024

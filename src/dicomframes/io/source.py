@@ -1,0 +1,135 @@
+"""Sources: bytes at an offset, from wherever the file lives.
+
+A source has no shared cursor: ``read(offset, size)`` and ``read_ranges`` may be
+called from any thread. Every source counts requests, bytes and the time spent
+waiting, so users and benchmarks read the same numbers (``reader.stats``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Sequence
+
+from dicomframes.errors import TruncatedFileError
+from dicomframes.io.policy import FetchPolicy
+
+if TYPE_CHECKING:
+    from dicomframes.io.cursor import BlockCache
+
+Range = tuple[int, int]  # (offset, size)
+
+
+@dataclass
+class SourceStats:
+    """Counters of one source: requests made, bytes received, seconds waited."""
+
+    requests: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, requests: int, nbytes: int, seconds: float) -> None:
+        with self._lock:
+            self.requests += requests
+            self.bytes += nbytes
+            self.seconds += seconds
+
+    def as_dict(self) -> dict[str, float]:
+        return {"requests": self.requests, "bytes": self.bytes, "seconds": round(self.seconds, 6)}
+
+    def __getstate__(self):
+        return {"requests": self.requests, "bytes": self.bytes, "seconds": self.seconds}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+
+class Source(ABC):
+    """Random access to the bytes of one file.
+
+    Subclasses implement ``_read`` (one request) and may override
+    ``_read_many`` (several requests at once, e.g. concurrently).
+    """
+
+    #: the path or URL, used in error messages
+    name: str = "<source>"
+    #: the size in bytes, or None where unknown
+    size: int | None = None
+    #: bytes of the speculative first read that should hold the whole header
+    header_block: int = 64 * 1024
+    #: block size for the walk over item headers (and other small sequential reads)
+    walk_block: int = 64 * 1024
+    #: blocks already read (the header's first read, the walk's blocks) that
+    #: fetches take bytes from before asking storage; set by the frame index
+    block_cache: "BlockCache | None" = None
+    #: the source has ``read_into(offset, buffers)``, reading straight into them
+    direct_reads: bool = False
+    #: attempts beyond the first of each request, so far (sources that retry count them)
+    retries: int = 0
+
+    def fetch_policy(self) -> FetchPolicy:
+        """How the Fetcher should plan reads from this source."""
+        return FetchPolicy()
+
+    def __init__(self) -> None:
+        self.stats = SourceStats()
+
+    # -- what subclasses provide -------------------------------------------------
+    @abstractmethod
+    def _read(self, offset: int, size: int) -> bytes:
+        """One request: up to `size` bytes at `offset`."""
+
+    def _read_many(self, ranges: Sequence[Range]) -> list[bytes]:
+        return [self._read(o, s) for o, s in ranges]
+
+    # -- public API --------------------------------------------------------------
+    def read(self, offset: int, size: int) -> bytes:
+        """Return up to `size` bytes at `offset`; fewer only at the end of the file."""
+        if size <= 0:
+            return b""
+        if self.size is not None:
+            size = max(0, min(size, self.size - offset))
+            if size == 0:
+                return b""
+        start = time.perf_counter()
+        data = self._read(offset, size)
+        self.stats.add(1, len(data), time.perf_counter() - start)
+        return data
+
+    def read_ranges(self, ranges: Sequence[Range]) -> list[bytes]:
+        """Return the bytes of several ranges (each may be short at the end of file)."""
+        if not ranges:
+            return []
+        if self.size is not None:
+            ranges = [(o, max(0, min(s, self.size - o))) for o, s in ranges]
+        start = time.perf_counter()
+        out = self._read_many(ranges)
+        self.stats.add(len(ranges), sum(map(len, out)), time.perf_counter() - start)
+        return out
+
+    def read_exact(self, offset: int, size: int, *, frame: int | None = None) -> bytes:
+        """Like `read`, but a short result is a `TruncatedFileError`."""
+        data = self.read(offset, size)
+        if len(data) != size:
+            raise TruncatedFileError(
+                f"expected {size} bytes but the file ends after {len(data)}",
+                path=self.name, frame=frame, offset=offset,
+            )
+        return data
+
+    def close(self) -> None:
+        pass
+
+    def reopen(self) -> "Source":
+        """A fresh handle on the same bytes (used after pickling and forking)."""
+        return self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
