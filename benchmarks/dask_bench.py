@@ -36,15 +36,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(HERE.parent))  # the repository root: tests.helpers
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-import dicomframes  # noqa: E402
-from dicomframes.integrations.dask import io_stats, reset_io_stats  # noqa: E402
-from dicomframes.samples import write_sample  # noqa: E402
-
-from servers import NginxServer, find_nginx  # noqa: E402
+import dicomframes
+from dicomframes.integrations.dask import io_stats, reset_io_stats
+from dicomframes.samples import write_sample
+from tests.helpers.servers import NginxServer, find_nginx
 
 
 def cpu_seconds() -> float:

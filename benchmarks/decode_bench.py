@@ -31,6 +31,7 @@ import tempfile
 import time
 
 import numpy as np
+
 from measure import children_peak_rss_mb, emit, peak_rss_mb
 
 CODECS = {

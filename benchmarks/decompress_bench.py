@@ -27,6 +27,7 @@ import tempfile
 import time
 
 import numpy as np
+
 from measure import children_peak_rss_mb, emit, peak_rss_mb
 
 JPEG_BASELINE = "1.2.840.10008.1.2.4.50"

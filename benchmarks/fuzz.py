@@ -20,12 +20,12 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-TESTS = os.path.join(HERE, "..", "tests")
+ROOT = os.path.join(HERE, "..")  # the repository root: the tests package
 
 
 def child(paths: list[str]) -> None:
-    sys.path.insert(0, TESTS)
-    from test_hostile import _contract
+    sys.path.insert(0, ROOT)
+    from tests.test_hostile import _contract
 
     for path in paths:
         print(path, flush=True)  # the parent knows which input a crash came from
@@ -42,11 +42,10 @@ def main() -> None:
     if args.child is not None:
         child(args.child)
         return
-    sys.path.insert(0, TESTS)
-    from test_corpus import CORPUS
-    from test_hostile import _mutants
-
+    sys.path.insert(0, ROOT)
     import dicomframes
+    from tests.test_corpus import CORPUS
+    from tests.test_hostile import _mutants
 
     sources = []
     for p in CORPUS:

@@ -41,15 +41,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(HERE.parent))  # the repository root: tests.helpers
 
-import fsspec  # noqa: E402
+import fsspec
 
-import dicomframes  # noqa: E402
-from dicomframes.io.remote import FsspecSource  # noqa: E402
-from dicomframes.samples import write_sample  # noqa: E402
-
-from servers import NginxServer, ProxyLog, ServerProcess, find_nginx  # noqa: E402
+import dicomframes
+from dicomframes.io.remote import FsspecSource
+from dicomframes.samples import write_sample
+from tests.helpers.servers import NginxServer, ProxyLog, ServerProcess, find_nginx
 
 BUCKET = "bench"
 

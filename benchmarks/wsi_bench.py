@@ -39,11 +39,10 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(HERE.parent))  # the repository root: tests.helpers
 
-import dicomframes  # noqa: E402
-
-import wsigen  # noqa: E402
+import dicomframes
+from tests.helpers import wsigen
 
 
 def rchar() -> int:

@@ -14,8 +14,8 @@ import sys
 import time
 
 import dicomframes
-from dicomframes.transcode.decompress import ProgressDisplay
 from dicomframes.samples import write_sample
+from dicomframes.transcode.decompress import ProgressDisplay
 
 
 def main() -> None:

@@ -11,15 +11,12 @@ installs it.
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-from servers import MotoS3Server, NginxServer, Proxy, find_nginx  # noqa: E402
+from tests.helpers.servers import MotoS3Server, NginxServer, Proxy, find_nginx
 
 # name -> write_sample arguments. Frames of ~12.6 KB (RLE) / ~2.4 KB x 2 fragments
 # (JPEG-LS), files of a few MB: larger than the 256 KiB first read, several walk blocks.

@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 
 pytest.importorskip("imagecodecs")
-from test_corpus import CORPUS  # noqa: E402
-
-import dicomframes  # noqa: E402
-from dicomframes import DicomFramesError  # noqa: E402
+import dicomframes
+from dicomframes import DicomFramesError
+from tests.test_corpus import CORPUS
 
 # Measured on the corpus: libjpeg-turbo (imagecodecs) and libjpeg (pylibjpeg)
 # use different IDCTs and chroma upsampling; lossy JPEG frames differ by at most

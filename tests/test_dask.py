@@ -18,8 +18,6 @@ import sys
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-
 try:
     import dask.array  # noqa: F401
     import distributed  # noqa: F401
@@ -28,14 +26,15 @@ except ImportError:  # the [test] extra installs them; CI must have them
         raise
     pytest.skip('dask is not installed: pip install "dicomframes[dask]" (CI runs these tests)', allow_module_level=True)
 
-import dicomframes  # noqa: E402
-from dicomframes import DicomFramesError, Reader  # noqa: E402
-from dicomframes import FrameMismatchError  # noqa: E402
-from dicomframes.integrations.dask import slide_to_dask  # noqa: E402
-from dicomframes.samples import write_sample  # noqa: E402
-
-import wsigen  # noqa: E402
-
+import dicomframes
+from dicomframes import (
+    DicomFramesError,
+    FrameMismatchError,
+    Reader,
+)
+from dicomframes.integrations.dask import slide_to_dask
+from dicomframes.samples import write_sample
+from tests.helpers import wsigen
 
 # -- fixtures ----------------------------------------------------------------------------------
 

@@ -17,11 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-import dicomframes  # noqa: E402
-from dicomframes import FrameDataset  # noqa: E402
-from dicomframes.samples import write_sample  # noqa: E402
+import dicomframes
+from dicomframes import FrameDataset
+from dicomframes.samples import write_sample
 
 ROOT = Path(__file__).resolve().parent.parent
 

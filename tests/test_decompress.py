@@ -13,6 +13,7 @@ Deliberate differences (docs/decompress.md) are asserted as such, not skipped.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -22,7 +23,6 @@ import sys
 import time
 import warnings
 import zlib
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -31,17 +31,19 @@ import pytest
 pydicom = pytest.importorskip("pydicom")
 pytest.importorskip("data_store")
 
-from pydicom.encaps import encapsulate, encapsulate_extended  # noqa: E402
-from pydicom.uid import UID  # noqa: E402
+from pydicom.encaps import encapsulate, encapsulate_extended
+from pydicom.uid import UID
 
-import dicomframes  # noqa: E402
-from dicomframes import DicomFramesError  # noqa: E402
-from dicomframes.cli import main as cli_main  # noqa: E402
-from dicomframes import DestinationExistsError  # noqa: E402
-from dicomframes.transcode.decompress import Progress, ProgressDisplay, decompress  # noqa: E402
-from dicomframes.samples import write_sample  # noqa: E402
-from dicomframes.io.local import LocalFileSource  # noqa: E402
-from test_corpus import CORPUS  # noqa: E402
+import dicomframes
+from dicomframes import (
+    DestinationExistsError,
+    DicomFramesError,
+)
+from dicomframes.cli import main as cli_main
+from dicomframes.io.local import LocalFileSource
+from dicomframes.samples import write_sample
+from dicomframes.transcode.decompress import Progress, ProgressDisplay, decompress
+from tests.test_corpus import CORPUS
 
 logging.getLogger("pydicom").setLevel(logging.CRITICAL)
 # pydicom's complaints about values in the test files themselves (invalid UIDs, long SH values)
@@ -546,7 +548,7 @@ def _frame_of(i: int) -> np.ndarray:
 def write_large_rle(path: Path, frames: int) -> Path:
     """An RLE file of `frames` 1024x1024 frames (1 MiB each once decoded): a few MB on disk."""
     codestreams = [_rle_codestream(s) for s in range(16)]
-    from dicomgen import file_meta, element, element_header, image_elements
+    from tests.helpers.dicomgen import element, element_header, file_meta, image_elements
 
     with open(path, "wb") as f:
         f.write(file_meta(RLE))
@@ -623,7 +625,7 @@ def test_traced_memory_is_bounded_by_bytes_in_flight(tmp_path):
 def test_header_is_copied_not_parsed(tmp_path):
     """A sparse whole-slide level: its 4,000-item Per-Frame Functional Groups Sequence
     (MBs, undefined lengths and nested noise) is copied; the output equals pydicom's."""
-    from wsigen import smooth_image, write_level
+    from tests.helpers.wsigen import smooth_image, write_level
 
     level = write_level(tmp_path, "sparse", smooth_image(1024, 1000), tile_size=(16, 16), codec="jpeg",
                         organization="TILED_SPARSE", undefined_lengths=True, noise=True)
@@ -990,7 +992,7 @@ def test_without_pydicom(name, works, tmp_path):
 @pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
 def test_float_pixel_data(syntax, tmp_path):
     """Float Pixel Data keeps its tag and VR OF (Explicit and Implicit VR sources)."""
-    from dicomgen import image_elements, write_file
+    from tests.helpers.dicomgen import image_elements, write_file
 
     arr = (np.arange(3 * 8 * 6, dtype="<f4").reshape(3, 8, 6) - 50) / 7
     els = [e for e in image_elements(frames=3, rows=8, columns=6, bits_allocated=32)

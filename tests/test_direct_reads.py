@@ -16,8 +16,8 @@ import dicomframes
 from dicomframes import TruncatedFileError
 from dicomframes.frames.fetch import FetchPolicy, fetch
 from dicomframes.frames.index import FrameSpan
-from dicomframes.samples import write_sample
 from dicomframes.io.local import LocalFileSource
+from dicomframes.samples import write_sample
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "preadv"), reason="no preadv on this platform")
 

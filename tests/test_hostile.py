@@ -28,15 +28,15 @@ import pytest
 
 pydicom = pytest.importorskip("pydicom")
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
-from pydicom.encaps import encapsulate, encapsulate_extended  # noqa: E402
-from pydicom.sequence import Sequence  # noqa: E402
-from pydicom.uid import generate_uid  # noqa: E402
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate, encapsulate_extended
+from pydicom.sequence import Sequence
+from pydicom.uid import generate_uid
 
-import dicomframes  # noqa: E402
-from dicomframes import DicomFramesError  # noqa: E402
+import dicomframes
+from dicomframes import DicomFramesError
 
 EXAMPLES = int(os.environ.get("DICOMFRAMES_FUZZ", "40"))
 CASE_SECONDS = 10
@@ -170,7 +170,7 @@ def test_random_valid_files_equal_pydicom(tmp_path, params):
 
 
 # -- mutation test -----------------------------------------------------------------
-from test_corpus import CORPUS  # noqa: E402
+from tests.test_corpus import CORPUS
 
 MUTATION_FILES = [
     p for p in CORPUS

@@ -18,13 +18,13 @@ import numpy as np
 import pytest
 
 pydicom = pytest.importorskip("pydicom")
-from pydicom.pixels import pixel_array  # noqa: E402
+from pydicom.pixels import pixel_array
 
-import dicomframes  # noqa: E402
-import dicomgen as g  # noqa: E402
-from dicomframes.io.policy import FetchPolicy  # noqa: E402
-from dicomframes.samples import sample_frame, write_sample  # noqa: E402
-from dicomframes.io.local import LocalFileSource  # noqa: E402
+import dicomframes
+from dicomframes.io.local import LocalFileSource
+from dicomframes.io.policy import FetchPolicy
+from dicomframes.samples import sample_frame, write_sample
+from tests.helpers import dicomgen as g
 
 
 def assert_same_as_pydicom(path, frames: int, kind: str | None = None, *, whole: bool = False, **open_kwargs) -> None:

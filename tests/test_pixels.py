@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 pydicom = pytest.importorskip("pydicom")
-from pydicom.pixels.processing import convert_color_space  # noqa: E402
+from pydicom.pixels.processing import convert_color_space
 
-from dicomframes.frames.pixels import ybr_full_to_rgb  # noqa: E402
+from dicomframes.frames.pixels import ybr_full_to_rgb
 
 
 def test_ybr_to_rgb_lookup_equals_pydicom_for_every_8_bit_triple():

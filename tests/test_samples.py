@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 pydicom = pytest.importorskip("pydicom")
-from pydicom.pixels import pixel_array  # noqa: E402
+from pydicom.pixels import pixel_array
 
-import dicomframes  # noqa: E402
-from dicomframes.samples import TRANSFER_SYNTAXES, sample_frame, write_sample  # noqa: E402
+import dicomframes
+from dicomframes.samples import TRANSFER_SYNTAXES, sample_frame, write_sample
 
 KIND = {"bot": "BOT", "eot": "EOT", "none": "walked"}
 FRAMES = 4

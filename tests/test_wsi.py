@@ -11,23 +11,18 @@ from __future__ import annotations
 import os
 import pickle
 import struct
-import sys
 import tracemalloc
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-import dicomframes  # noqa: E402
-from dicomframes import DicomFramesError, InvalidFileError, TruncatedFileError  # noqa: E402
-from dicomframes.views.functional_groups import MISSING, walk_items  # noqa: E402
-from dicomframes.io.local import BytesSource  # noqa: E402
-from dicomframes import NotTiledError, RegionError, SlideError  # noqa: E402
-from dicomframes.wsi import TilePosition, resize_area  # noqa: E402
-
-import wsigen  # noqa: E402
-from wsigen import Tile, write_level, write_pyramid  # noqa: E402
+import dicomframes
+from dicomframes import DicomFramesError, InvalidFileError, NotTiledError, RegionError, SlideError, TruncatedFileError
+from dicomframes.io.local import BytesSource
+from dicomframes.views.functional_groups import MISSING, walk_items
+from dicomframes.wsi import TilePosition, resize_area
+from tests.helpers import wsigen
+from tests.helpers.wsigen import Tile, write_level, write_pyramid
 
 WHITE = 255
 

@@ -50,7 +50,7 @@ def cmd_frames(args) -> int:
         total = len(reader) if args.limit is None else min(args.limit, len(reader))
         indices = range(total)
         show = args.progress or (args.progress is None and sys.stderr.isatty())
-        for frame in reader.iter_frames(indices):
+        for _frame in reader.iter_frames(indices):
             count += 1
             now = time.perf_counter()
             if show and (now - last_report > 0.5 or count == total):

@@ -69,7 +69,7 @@ def fetch(
         blobs = read_through(source, cache, [(off, size) for off, size, _ in requests])
     except StorageError as exc:
         raise _name_frames(exc, requests) from None
-    for (off, size, members), blob in zip(requests, blobs):
+    for (off, _size, members), blob in zip(requests, blobs):
         view = memoryview(blob)
         for span in members:
             _check_whole(source, off, len(blob), span)

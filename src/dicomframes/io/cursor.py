@@ -162,7 +162,7 @@ def read_through(source: Source, cache: BlockCache | None, ranges: Sequence[tupl
     out: list[bytes] = []
     for off, size, held, missing in plans:
         pieces = [(o, d) for o, d in held]
-        for (o, n) in missing:
+        for o, _n in missing:
             pieces.append((o, next(fetched)))
         pieces.sort(key=lambda p: p[0])
         parts, pos = [], off

@@ -121,8 +121,8 @@ class Source(ABC):
             )
         return data
 
-    def close(self) -> None:
-        pass
+    def close(self) -> None:  # noqa: B027 - most sources hold nothing to release
+        """Release what the source holds (a file descriptor, a connection pool)."""
 
     def reopen(self) -> "Source":
         """A fresh handle on the same bytes (used after pickling and forking)."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Union
+from typing import Iterable, Iterator
 
 from dicomframes.errors import (
     DicomFramesError,
@@ -204,7 +204,7 @@ def walk(source: Source, start: int, end: int | None = None, *, block: int = 1 <
 # -- rewriting -------------------------------------------------------------------------------
 
 #: a piece of output: a (start, end) range of the source to copy, or bytes to write
-Piece = Union[tuple[int, int], bytes]
+Piece = tuple[int, int] | bytes
 
 
 @dataclass

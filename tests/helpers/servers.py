@@ -21,10 +21,10 @@ import dataclasses
 import http.client
 import json
 import os
-import sys
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
