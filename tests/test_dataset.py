@@ -192,3 +192,17 @@ def test_torch_loader_example_runs():
         import torch  # noqa: F401
     except ImportError:
         assert "torch is not installed" in done.stdout
+
+
+@pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
+def test_bytes_of_a_file_are_one_file(files, kind):
+    """Bytes in any buffer type are one file's contents, never a sequence of files."""
+    data = kind(Path(files[0]).read_bytes())
+    expected = all_frames(files[:1])
+    with FrameDataset(data) as ds:
+        assert ds.frame_counts == [30]
+        assert len(ds) == 30
+        for k in (0, 17, 29):
+            np.testing.assert_array_equal(ds[k], expected[k])
+    with FrameDataset([data, files[2]]) as ds:  # in a list: one file among others
+        assert ds.frame_counts == [30, 25]

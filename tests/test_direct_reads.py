@@ -15,7 +15,7 @@ import pytest
 import dicomframes
 from dicomframes import TruncatedFileError
 from dicomframes.frames.fetch import FetchPolicy, fetch
-from dicomframes.frames.index import FrameSpan
+from dicomframes.frames.span import FrameSpan
 from dicomframes.io.local import LocalFileSource
 from dicomframes.samples import write_sample
 

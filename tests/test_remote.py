@@ -274,18 +274,18 @@ def test_walk_over_multi_fragment_frames(http, remote_dir):
 def test_source_pickles_small_and_reconnects(remote, remote_dir):
     with remote.open("eot.dcm") as reader, dicomframes.open(remote_dir / "eot.dcm") as local:
         reader.frame(500)
-        source = reader._source
+        source = reader.source
         blob = pickle.dumps(source)
         assert len(blob) < 4 * KiB
         again = pickle.loads(blob)
         assert again.name == source.name and again.size == source.size
         assert again.stats.requests == 0 and again._fs is None  # connects lazily
         span = local.index.span(700)
-        assert again.read(span.offset, span.length) == local._source.read(span.offset, span.length)
+        assert again.read(span.offset, span.length) == local.source.read(span.offset, span.length)
         # The frame index pickles without its cache and binds to the new source.
         index = pickle.loads(pickle.dumps(reader.index))
         index.bind(again)
-        assert index.read(span.offset, span.length, frame=700) == local._source.read(span.offset, span.length)
+        assert index.read(span.offset, span.length, frame=700) == local.source.read(span.offset, span.length)
         fresh = source.reopen()
         assert fresh is not source and fresh.read(0, 132)[128:] == b"DICM"
 
@@ -341,7 +341,7 @@ def test_forked_child_does_not_break_the_parents_connections(remote, remote_dir)
             for k in (100, 600, 900):  # the parent goes on reading, promptly
                 assert equal(reader.frame(k), local.frame(k))
             assert time.monotonic() - started < 5
-            assert reader._source.retries == 0
+            assert reader.stats["retries"] == 0
 
 
 # -- faults (a proxy in front of nginx) ---------------------------------------------------------------
@@ -357,11 +357,11 @@ def test_transient_faults_are_retried(faulty_http, remote_dir, faults):
         faulty_http.inject(*faults)
         assert equal(reader.frame(700), local.frame(700))
         assert faulty_http.pending_faults() == 0
-        assert reader._source.retries == len(faults)
+        assert reader.stats["retries"] == len(faults)
         faulty_http.inject(*faults)
         for a, b in zip(reader.iter_frames(range(100, 400)), (local.frame(i) for i in range(100, 400))):
             assert equal(a, b)
-        assert reader._source.retries == 2 * len(faults)
+        assert reader.stats["retries"] == 2 * len(faults)
         records = faulty_http.settled()
         assert reader.stats["requests"] == len(records)
 
@@ -374,14 +374,14 @@ def test_connections_reset_before_any_response_are_retried(faulty_http, remote_d
         faulty_http.inject("reset", "reset", "reset")
         assert equal(reader.frame(700), local.frame(700))
         assert faulty_http.pending_faults() == 0
-        assert 1 <= reader._source.retries <= 3
+        assert 1 <= reader.stats["retries"] <= 3
 
 
 def test_fault_during_open_is_retried(faulty_http, remote_dir):
     faulty_http.inject("drop", "503")
     with dicomframes.open(remote_dir / "walked.dcm") as local, faulty_open(faulty_http, "walked.dcm") as reader:
         assert equal(reader.frame(10), local.frame(10))
-        assert reader._source.retries == 2
+        assert reader.stats["retries"] == 2
 
 
 def test_stalled_request_times_out_and_is_retried(faulty_http, remote_dir):
@@ -390,7 +390,7 @@ def test_stalled_request_times_out_and_is_retried(faulty_http, remote_dir):
         started = time.monotonic()
         assert equal(reader.frame(321), local.frame(321))
         assert time.monotonic() - started < 15  # the stall lasts 20 s: it was abandoned
-        assert reader._source.retries == 1
+        assert reader.stats["retries"] == 1
 
 
 @pytest.mark.parametrize("fault", ["503", "drop", "reset", "short"])
@@ -410,7 +410,7 @@ def test_persistent_failure_names_url_frame_and_range(faulty_http, remote_dir, f
         assert f"bytes {span.offset}..{span.offset + span.length - 1}" in text
         assert "3 tries" in text
         assert len(faulty_http.since(0)) >= 4  # the open, then three tries
-        assert reader._source.retries == 2
+        assert reader.stats["retries"] == 2
 
 
 def test_persistent_failure_while_iterating(faulty_http, remote_dir):
@@ -433,7 +433,7 @@ def test_short_range_is_never_a_partial_frame(faulty_http, remote_dir):
     with dicomframes.open(remote_dir / "eot.dcm") as local, faulty_open(faulty_http, "eot.dcm") as reader:
         faulty_http.inject("short")
         assert reader.encoded_frame(600) == local.encoded_frame(600)
-        assert reader._source.retries == 1
+        assert reader.stats["retries"] == 1
 
 
 def test_missing_file_fails_at_once(http):

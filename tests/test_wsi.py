@@ -20,7 +20,7 @@ import dicomframes
 from dicomframes import DicomFramesError, InvalidFileError, NotTiledError, RegionError, SlideError, TruncatedFileError
 from dicomframes.io.local import BytesSource
 from dicomframes.views.functional_groups import MISSING, walk_items
-from dicomframes.wsi import TilePosition, resize_area
+from dicomframes.wsi import TiledFullGeometry, TiledSparseGeometry, TileGeometry, TilePosition, resize_area
 from tests.helpers import wsigen
 from tests.helpers.wsigen import Tile, write_level, write_pyramid
 
@@ -907,3 +907,192 @@ def test_slide_level_pickles_with_its_positions(pyramids):
         clone_readers = clone.readers
     for r in clone_readers:
         r.close()
+
+
+# -- one geometry class per tile organisation ---------------------------------------------------------
+
+def _expected_positions(level: wsigen.WrittenLevel, instance: int = 0):
+    tiles = [t for t in level.tiles if t.instance == instance]
+    return ([t.row for t in tiles], [t.column for t in tiles], [t.focal_plane for t in tiles], [t.optical_path for t in tiles])
+
+
+GEOMETRY_LEVELS = {
+    "full": (TiledFullGeometry, dict()),
+    "full-planes": (TiledFullGeometry, dict(focal_planes=2, optical_paths=3)),
+    "full-concatenation": (TiledFullGeometry, dict(concatenation_parts=3)),
+    "sparse": (TiledSparseGeometry, dict(organization="TILED_SPARSE", absent_fraction=0.3, shuffle=True)),
+    "sparse-planes": (TiledSparseGeometry, dict(organization="TILED_SPARSE", focal_planes=3, optical_paths=2,
+                                                absent_fraction=0.2, shuffle=True, optical_path_ids=["B", "A"])),
+    "sparse-concatenation": (TiledSparseGeometry, dict(organization="TILED_SPARSE", concatenation_parts=2,
+                                                       absent_fraction=0.1, shuffle=True)),
+}
+
+
+@pytest.mark.parametrize("name", list(GEOMETRY_LEVELS))
+def test_each_geometry_class_places_frames_as_written(tmp_path, name):
+    cls, options = GEOMETRY_LEVELS[name]
+    image = wsigen.smooth_image(300, 200, seed=11)
+    level = write_level(tmp_path, name, image, tile_size=(64, 48), codec="native", **options)
+    for k, path in enumerate(level.paths):
+        with dicomframes.open(path) as reader:
+            g = reader.tile_geometry
+            assert type(g) is cls and isinstance(g, TileGeometry)
+            assert g.organization == cls.organization == level.organization
+            assert g.sparse == (cls is TiledSparseGeometry)
+            assert (g.size, g.tile_size, g.tiles_across, g.tiles_down) == ((300, 200), (64, 48), 5, 5)
+            assert (g.focal_planes, g.optical_paths) == (level.focal_planes, level.optical_paths)
+            rows, cols, fps, ops = g.positions()
+            assert (rows.tolist(), cols.tolist(), fps.tolist(), ops.tolist()) == _expected_positions(level, k)
+            tiles = [t for t in level.tiles if t.instance == k]
+            assert [g.position(t.frame) for t in tiles] == [TilePosition(t.row, t.column, t.focal_plane, t.optical_path) for t in tiles]
+            with pytest.raises(IndexError):
+                g.position(len(tiles))
+            present = {(t.row // 48, t.column // 64, t.focal_plane, t.optical_path): t.frame for t in tiles}
+            for fp in range(level.focal_planes):
+                for op in range(level.optical_paths):
+                    for r in range(5):
+                        for c in range(5):
+                            assert g.frame_at(r, c, fp, op) == present.get((r, c, fp, op)), (r, c, fp, op)
+                    # Every tile of the plane overlaps the whole image; one pixel is one tile.
+                    frames, tops, lefts = g.tiles_in(0, 0, 300, 200, fp, op)
+                    want = sorted(f for (_, _, f_p, o_p), f in present.items() if (f_p, o_p) == (fp, op))
+                    assert sorted(frames.tolist()) == want
+                    for f, top, left in zip(frames.tolist(), tops.tolist(), lefts.tolist()):
+                        assert g.position(f)[:2] == (top, left)
+                    frames, _, _ = g.tiles_in(64 + 10, 48 + 5, 1, 1, fp, op)
+                    assert frames.tolist() == ([present[(1, 1, fp, op)]] if (1, 1, fp, op) in present else [])
+            with pytest.raises(RegionError):
+                g.check_plane(level.focal_planes, 0)
+            with pytest.raises(RegionError):
+                g.check_plane(0, level.optical_paths)
+            g.check_plane(level.focal_planes - 1, level.optical_paths - 1)
+
+
+def test_full_geometry_counts_the_tiles_of_the_concatenation(tmp_path):
+    image = wsigen.smooth_image(300, 200, seed=12)
+    level = write_level(tmp_path, "count", image, tile_size=(64, 48), codec="native", focal_planes=2, concatenation_parts=2)
+    with dicomframes.open(level.paths[1]) as reader:
+        g = reader.tile_geometry
+        assert isinstance(g, TiledFullGeometry)
+        assert g.tile_count == 5 * 5 * 2
+        assert g.frame_offset == 25 and g.number_of_frames == 25
+        assert g.focal_plane_z is None
+
+
+def _with_per_frame_items_without_positions(path, frames: int) -> None:
+    """Insert a Per-Frame Functional Groups Sequence whose items hold no Plane Position (Slide)."""
+    enc = wsigen.Encoder()
+    item = enc.sequence(0x00209111, [enc.element(0x00209157, "UL", struct.pack("<2I", 1, 1))])
+    sequence = enc.sequence(0x52009230, [item] * frames)
+    data = path.read_bytes()
+    at = data.index(struct.pack("<HH", 0x7FE0, 0x0010))
+    path.write_bytes(data[:at] + sequence + data[at:])
+
+
+def test_geometry_class_follows_the_declared_organization(tmp_path):
+    """TILED_FULL is full even over per-frame positions; undeclared, the positions decide."""
+    image = wsigen.smooth_image(256, 192, seed=13)
+    sparse = dict(organization="TILED_SPARSE", shuffle=True, seed=3)
+    # Declared TILED_FULL, with positions in the items (in another order): full tiling, by frame number.
+    over = write_level(tmp_path, "over", image, tile_size=(128, 96), codec="native", declared_organization="TILED_FULL", **sparse)
+    with dicomframes.open(over.paths[0]) as reader:
+        before = reader.stats["requests"]
+        g = reader.tile_geometry
+        assert isinstance(g, TiledFullGeometry)
+        assert g.positions()[0].tolist() == [0, 0, 96, 96] and g.positions()[1].tolist() == [0, 128, 0, 128]
+        assert reader.stats["requests"] == before  # the items are never read
+    # Undeclared (or another value) with positions: sparse, the positions read to decide, once.
+    for name, declared in [("undeclared", dict(write_dimension_organization=False)), ("other", dict(declared_organization="OTHER"))]:
+        level = write_level(tmp_path, name, image, tile_size=(128, 96), codec="native", **sparse, **declared)
+        with dicomframes.open(level.paths[0]) as reader:
+            g = reader.tile_geometry
+            assert isinstance(g, TiledSparseGeometry), name
+            after = reader.stats["requests"]
+            assert g.positions()[0].tolist() == [t.row for t in level.tiles]
+            assert g.positions()[1].tolist() == [t.column for t in level.tiles]
+            assert reader.stats["requests"] == after
+    # Undeclared without a Per-Frame Functional Groups Sequence: full, nothing read.
+    bare = write_level(tmp_path, "bare", image, tile_size=(128, 96), codec="native", write_dimension_organization=False)
+    with dicomframes.open(bare.paths[0]) as reader:
+        before = reader.stats["requests"]
+        assert isinstance(reader.tile_geometry, TiledFullGeometry)
+        assert reader.stats["requests"] == before
+    # Undeclared with items that hold no positions: full.
+    _with_per_frame_items_without_positions(bare.paths[0], 4)
+    with dicomframes.open(bare.paths[0]) as reader:
+        assert "PerFrameFunctionalGroupsSequence" in reader.header.sequences
+        g = reader.tile_geometry
+        assert isinstance(g, TiledFullGeometry)
+        assert g.positions()[1].tolist() == [0, 128, 0, 128]
+        assert equal(reader.read_region((0, 0), (256, 192)), image)
+    # Declared TILED_SPARSE: sparse, and nothing read until a position is needed.
+    declared = write_level(tmp_path, "declared", image, tile_size=(128, 96), codec="native", **sparse)
+    with dicomframes.open(declared.paths[0]) as reader:
+        before = reader.stats["requests"]
+        g = reader.tile_geometry
+        assert isinstance(g, TiledSparseGeometry) and g._sparse is None
+        assert reader.stats["requests"] == before
+
+
+def test_not_tiled_is_said_before_reading_the_items(tmp_path):
+    image = wsigen.smooth_image(256, 96, seed=14)
+    level = write_level(tmp_path, "flat", image, tile_size=(128, 96), codec="native", organization="TILED_SPARSE",
+                        write_dimension_organization=False)
+    data = level.paths[0].read_bytes()
+    tag = struct.pack("<HH", 0x0048, 0x0006) + b"UL" + struct.pack("<H", 4)  # Total Pixel Matrix Columns
+    at = data.index(tag)
+    path = tmp_path / "untiled.dcm"
+    path.write_bytes(data[:at] + struct.pack("<HH", 0x0009, 0x0006) + data[at + 4 :])  # now a private tag
+    with dicomframes.open(path) as reader:
+        before = reader.stats["requests"]
+        with pytest.raises(NotTiledError):
+            reader.tile_geometry
+        assert reader.stats["requests"] == before
+
+
+def test_the_base_geometry_is_abstract(pyramids):
+    with dicomframes.open(pyramids("full-j2k").levels[0].paths[0]) as reader:
+        with pytest.raises(TypeError):
+            TileGeometry(reader.header, len(reader))
+
+
+def test_sparse_geometry_off_the_tile_grid_finds_tiles_only_at_cell_corners(tmp_path):
+    image = wsigen.smooth_image(300, 200, seed=6)
+    level = write_level(tmp_path, "offgrid", image, tile_size=(128, 96), codec="native",
+                        organization="TILED_SPARSE", tile_positions=[(0, 0), (50, 70), (96, 128)])
+    with dicomframes.open(level.paths[0]) as reader:
+        g = reader.tile_geometry
+        g.positions()
+        assert g._sparse["grid"] is None  # one tile lies off the grid
+        assert (g.frame_at(0, 0), g.frame_at(1, 1), g.frame_at(0, 1)) == (0, 2, None)
+        assert g.tiles_in(100, 80, 1, 1)[0].tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("organization", ["TILED_FULL", "TILED_SPARSE"])
+def test_frame_at_off_the_grid_is_none(tmp_path, organization):
+    image = wsigen.smooth_image(256, 192, seed=15)
+    level = write_level(tmp_path, "edges", image, tile_size=(128, 96), codec="native", organization=organization)
+    with dicomframes.open(level.paths[0]) as reader:
+        g = reader.tile_geometry
+        assert [g.frame_at(r, c) for r, c in [(0, 2), (2, 0), (-1, 0), (0, -1), (5, 5)]] == [None] * 5
+        assert g.frame_at(1, 1) == 3
+
+
+@pytest.mark.parametrize("variant", ["full-j2k", "sparse-j2k"])
+def test_each_geometry_class_pickles_and_rebinds(pyramids, variant):
+    path = pyramids(variant).levels[0].paths[0]
+    with dicomframes.open(path) as reader:
+        unparsed = pickle.loads(pickle.dumps(reader.tile_geometry))  # sparse: positions not read yet
+        want = [a.tolist() for a in reader.tile_geometry.positions()]
+        clone = pickle.loads(pickle.dumps(reader))
+        try:
+            g = clone.tile_geometry
+            assert type(g) is type(reader.tile_geometry) and g._source is not None
+            assert [a.tolist() for a in g.positions()] == want
+        finally:
+            clone.close()
+        assert type(unparsed) is type(reader.tile_geometry) and unparsed._source is None
+        if variant.startswith("sparse"):
+            with pytest.raises(InvalidFileError, match="not bound"):
+                unparsed.positions()
+        assert [a.tolist() for a in unparsed.bind(reader._data_source).positions()] == want

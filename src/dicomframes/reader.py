@@ -14,19 +14,15 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Iterable, Iterator
 
 import numpy as np
 
-from dicomframes.errors import DicomFramesError, InvalidFileError
+from dicomframes.errors import DicomFramesError, InvalidFileError, StorageError
 from dicomframes.frames import codecs
 from dicomframes.frames.decode import decode_chunk, decode_chunk_in_worker, decode_span
+from dicomframes.frames.frame_source import FrameSource, IndexedFrames
 from dicomframes.frames.header import Header, parse_header
-from dicomframes.frames.index import (
-    EncapsulatedFrameIndex,
-    FrameIndex,
-    FrameSpan,
-    NativeFrameIndex,
-    unwrap,
-)
+from dicomframes.frames.index import FrameIndex, build_index
 from dicomframes.frames.pipeline import iterate
 from dicomframes.frames.pixels import PixelFormat
+from dicomframes.frames.span import FrameSpan, unwrap
 from dicomframes.frames.workers import ProcessPool, available_cores
 from dicomframes.io.policy import FetchPolicy
 from dicomframes.io.resolve import source_for
@@ -127,32 +123,23 @@ class Reader:
             self.header, self._data_source = parse_header(source, source.header_block)
             self.format = PixelFormat.from_header(self.header)
             self.index = self._build_index(self.header, source.walk_block)
+            self._frames: FrameSource = IndexedFrames(self.index, self._data_source)
         except (DicomFramesError, MemoryError, KeyboardInterrupt):
             source.close()
             raise
+        except OSError as exc:  # the storage failed, not the file's structure
+            source.close()
+            raise StorageError(f"cannot read the header: {exc.strerror or exc}", path=source.name) from exc
         except Exception as exc:  # hostile bytes: never let another type escape
             source.close()
             raise InvalidFileError(f"cannot parse the header: {type(exc).__name__}: {exc}", path=source.name) from exc
         self._backend: codecs.Backend | None = None
 
     def _build_index(self, header: Header, block: int) -> FrameIndex:
-        frames = header.get("NumberOfFrames") or 1
-        if not isinstance(frames, int) or frames < 1:
-            raise InvalidFileError(f"Number of Frames is {frames!r}", path=header.name)
-        ts = header.transfer_syntax
-        if not ts.encapsulated:
-            if header.pixel_length is None:
-                raise InvalidFileError(
-                    f"Pixel Data has undefined length but {ts.name} is not encapsulated",
-                    path=header.name, offset=header.pixel_offset,
-                )
-            return NativeFrameIndex(header, self._data_source, frames, self.format.native_frame_bits, self.format.be_swap_ow)
-        if header.pixel_length is not None:
-            raise InvalidFileError(
-                f"{ts.name} needs encapsulated Pixel Data, but its length is defined",
-                path=header.name, offset=header.pixel_offset,
-            )
-        return EncapsulatedFrameIndex(header, self._data_source, frames, ts.frame_start_markers, block)
+        return build_index(
+            header, self._data_source, frame_bits=self.format.native_frame_bits,
+            be_swap=self.format.be_swap_ow, block=block,
+        )
 
     # -- description ---------------------------------------------------------------
     @property
@@ -242,15 +229,13 @@ class Reader:
         """The frame's bytes as stored: its codestream (fragments joined), or native bytes."""
         self.check_open()
         span = self._span(i)
-        data = self.index.read(span.offset, span.length, frame=span.frame)  # reuses bytes already read
-        return bytes(self._encoded(span, data))
+        return bytes(self._encoded(span, self._frames.read(span)))
 
     def frame(self, i: int) -> np.ndarray:
         """Frame `i` (0-based; negative counts from the end) as a NumPy array."""
         self.check_open()
         span = self._span(i)
-        data = self.index.read(span.offset, span.length, frame=span.frame)  # reuses bytes already read
-        return self._decode(span, data)
+        return self._decode(span, self._frames.read(span))  # reuses bytes already read
 
     def __getitem__(self, i: int) -> np.ndarray:
         return self.frame(i)
@@ -316,8 +301,9 @@ class Reader:
                 depth = max(depth, min(2 * workers * chunk, budget // 5 // max(1, decoded_bytes)))
                 chunk = max(1, min(chunk, depth // (2 * workers)))  # every worker busy, one task queued
         try:
+            located = (self._normalise(i) for i in wanted)  # a bad index fails at its place in the order
             yield from iterate(
-                wanted, self._span, self._data_source, policy, decode, pool, depth=depth, pickled=pickled, chunk=chunk,
+                located, self._frames, policy, decode, pool, depth=depth, pickled=pickled, chunk=chunk,
             )
         finally:
             if own_pool is not None:
@@ -346,11 +332,13 @@ class Reader:
         state = self.__dict__.copy()
         state["_backend"] = None
         state["_processes"] = None
+        del state["_frames"]  # made anew from the index and the source
         return state
 
     def __setstate__(self, state) -> None:
         self.__dict__.update(state)
         self.index.bind(self._data_source)
+        self._frames = IndexedFrames(self.index, self._data_source)
         if self._tile_geometry is not None:  # whole-slide positions, if parsed
             self._tile_geometry.bind(self._data_source)
 
@@ -379,9 +367,10 @@ class Reader:
     # -- whole-slide images (dicomframes.views) -------------------------------------------
     @property
     def tile_geometry(self) -> TileGeometry:
-        """Where each frame lies in the total pixel matrix (made once, on first use)."""
+        """Where each frame lies in the total pixel matrix (made once, on first use): a
+        `TiledFullGeometry` or `TiledSparseGeometry`, as the header's organisation says."""
         if self._tile_geometry is None:
-            self._tile_geometry = TileGeometry(self.header, len(self), self._data_source)
+            self._tile_geometry = TileGeometry.from_header(self.header, len(self), self._data_source)
         return self._tile_geometry
 
     def iter_tiles(

@@ -23,11 +23,47 @@ from __future__ import annotations
 
 import argparse
 import os
-import struct
 import uuid
 from typing import BinaryIO, Callable
 
 import numpy as np
+
+from dicomframes._dicom.encode import (
+    IMPLEMENTATION_UID,
+    SEQUENCE_DELIMITER_BYTES,
+    element,
+    file_meta,
+    item_header,
+    pixel_header,
+    text,
+    us,
+)
+from dicomframes._dicom.tags import (
+    BITS_ALLOCATED,
+    BITS_STORED,
+    COLUMNS,
+    EXTENDED_OFFSET_TABLE,
+    EXTENDED_OFFSET_TABLE_LENGTHS,
+    FILE_META_INFORMATION_VERSION,
+    HIGH_BIT,
+    IMPLEMENTATION_CLASS_UID,
+    MAX_DEFINED_LENGTH,
+    MEDIA_STORAGE_SOP_CLASS_UID,
+    MEDIA_STORAGE_SOP_INSTANCE_UID,
+    MODALITY,
+    NUMBER_OF_FRAMES,
+    PHOTOMETRIC_INTERPRETATION,
+    PIXEL_DATA,
+    PIXEL_REPRESENTATION,
+    PLANAR_CONFIGURATION,
+    ROWS,
+    SAMPLES_PER_PIXEL,
+    SERIES_INSTANCE_UID,
+    SOP_CLASS_UID,
+    SOP_INSTANCE_UID,
+    STUDY_INSTANCE_UID,
+    TRANSFER_SYNTAX_UID,
+)
 
 #: syntax name -> Transfer Syntax UID
 TRANSFER_SYNTAXES: dict[str, str] = {
@@ -41,12 +77,6 @@ OFFSET_TABLES = ("bot", "eot", "none")
 _SC_GRAYSCALE_BYTE = "1.2.840.10008.5.1.4.1.1.7.2"  # Multi-frame Grayscale Byte SC
 _SC_GRAYSCALE_WORD = "1.2.840.10008.5.1.4.1.1.7.3"  # Multi-frame Grayscale Word SC
 _SC_TRUE_COLOR = "1.2.840.10008.5.1.4.1.1.7.4"  # Multi-frame True Color SC
-# A fixed UID naming this writer (PS3.7: Implementation Class UID).
-_IMPLEMENTATION_UID = "2.25." + str(uuid.uuid5(uuid.NAMESPACE_URL, "https://pypi.org/project/dicomframes/").int)
-_LONG_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT"}
-_ITEM = struct.pack("<HH", 0xFFFE, 0xE000)
-_SEQUENCE_DELIMITER = struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
-_MAX_LENGTH = 0xFFFFFFFE  # the largest even defined length
 
 
 def new_uid() -> str:
@@ -129,58 +159,40 @@ def _encoder(syntax: str, rows: int, columns: int, samples_per_pixel: int, bits_
     return encode
 
 
-# -- data elements (Explicit VR Little Endian) -------------------------------------------
-
-
-def _element(group: int, elem: int, vr: str, value: bytes) -> bytes:
-    if len(value) % 2:
-        value += b"\x00" if vr in ("UI", "OB") else b" "
-    if vr in _LONG_VRS:
-        return struct.pack("<HH2s2xI", group, elem, vr.encode(), len(value)) + value
-    return struct.pack("<HH2sH", group, elem, vr.encode(), len(value)) + value
-
-
-def _text(group: int, elem: int, vr: str, text: str) -> bytes:
-    return _element(group, elem, vr, text.encode("ascii"))
-
-
-def _us(group: int, elem: int, value: int) -> bytes:
-    return _element(group, elem, "US", struct.pack("<H", value))
+# -- data elements (Explicit VR Little Endian, by dicomframes._dicom.encode) ----------------
 
 
 def _file_meta(sop_class: str, sop_instance: str, transfer_syntax: str) -> bytes:
-    body = b"".join([
-        _element(0x0002, 0x0001, "OB", b"\x00\x01"),
-        _text(0x0002, 0x0002, "UI", sop_class),
-        _text(0x0002, 0x0003, "UI", sop_instance),
-        _text(0x0002, 0x0010, "UI", transfer_syntax),
-        _text(0x0002, 0x0012, "UI", _IMPLEMENTATION_UID),
+    return file_meta([
+        element(FILE_META_INFORMATION_VERSION, "OB", b"\x00\x01"),
+        text(MEDIA_STORAGE_SOP_CLASS_UID, "UI", sop_class),
+        text(MEDIA_STORAGE_SOP_INSTANCE_UID, "UI", sop_instance),
+        text(TRANSFER_SYNTAX_UID, "UI", transfer_syntax),
+        text(IMPLEMENTATION_CLASS_UID, "UI", IMPLEMENTATION_UID),
     ])
-    group_length = _element(0x0002, 0x0000, "UL", struct.pack("<I", len(body)))
-    return b"\x00" * 128 + b"DICM" + group_length + body
 
 
 def _image_attributes(sop_class: str, sop_instance: str, frames: int, rows: int, columns: int,
                       samples_per_pixel: int, bits_allocated: int) -> bytes:
     parts = [
-        _text(0x0008, 0x0016, "UI", sop_class),
-        _text(0x0008, 0x0018, "UI", sop_instance),
-        _text(0x0008, 0x0060, "CS", "OT"),
-        _text(0x0020, 0x000D, "UI", new_uid()),
-        _text(0x0020, 0x000E, "UI", new_uid()),
-        _us(0x0028, 0x0002, samples_per_pixel),
-        _text(0x0028, 0x0004, "CS", "MONOCHROME2" if samples_per_pixel == 1 else "RGB"),
+        text(SOP_CLASS_UID, "UI", sop_class),
+        text(SOP_INSTANCE_UID, "UI", sop_instance),
+        text(MODALITY, "CS", "OT"),
+        text(STUDY_INSTANCE_UID, "UI", new_uid()),
+        text(SERIES_INSTANCE_UID, "UI", new_uid()),
+        us(SAMPLES_PER_PIXEL, samples_per_pixel),
+        text(PHOTOMETRIC_INTERPRETATION, "CS", "MONOCHROME2" if samples_per_pixel == 1 else "RGB"),
     ]
     if samples_per_pixel > 1:
-        parts.append(_us(0x0028, 0x0006, 0))  # Planar Configuration: colour-by-pixel
+        parts.append(us(PLANAR_CONFIGURATION, 0))  # colour-by-pixel
     parts += [
-        _text(0x0028, 0x0008, "IS", str(frames)),
-        _us(0x0028, 0x0010, rows),
-        _us(0x0028, 0x0011, columns),
-        _us(0x0028, 0x0100, bits_allocated),
-        _us(0x0028, 0x0101, bits_allocated),  # Bits Stored
-        _us(0x0028, 0x0102, bits_allocated - 1),  # High Bit
-        _us(0x0028, 0x0103, 0),  # Pixel Representation: unsigned
+        text(NUMBER_OF_FRAMES, "IS", str(frames)),
+        us(ROWS, rows),
+        us(COLUMNS, columns),
+        us(BITS_ALLOCATED, bits_allocated),
+        us(BITS_STORED, bits_allocated),
+        us(HIGH_BIT, bits_allocated - 1),
+        us(PIXEL_REPRESENTATION, 0),  # unsigned
     ]
     return b"".join(parts)
 
@@ -208,11 +220,11 @@ def _write_encapsulated(f: BinaryIO, frames: int, make: Callable[[int], np.ndarr
     eot_at = None
     if offset_table == "eot":
         eot_at = f.tell()
-        f.write(_element(0x7FE0, 0x0001, "OV", bytes(8 * frames)))
-        f.write(_element(0x7FE0, 0x0002, "OV", bytes(8 * frames)))
-    f.write(struct.pack("<HH2s2xI", 0x7FE0, 0x0010, b"OB", 0xFFFFFFFF))
+        f.write(element(EXTENDED_OFFSET_TABLE, "OV", bytes(8 * frames)))
+        f.write(element(EXTENDED_OFFSET_TABLE_LENGTHS, "OV", bytes(8 * frames)))
+    f.write(pixel_header(PIXEL_DATA, "OB", None))
     bot_length = 4 * frames if offset_table == "bot" else 0
-    f.write(_ITEM + struct.pack("<I", bot_length))
+    f.write(item_header(bot_length))
     bot_at = f.tell()
     f.write(bytes(bot_length))
     first_item = f.tell()
@@ -224,9 +236,9 @@ def _write_encapsulated(f: BinaryIO, frames: int, make: Callable[[int], np.ndarr
         offsets[i] = f.tell() - first_item
         lengths[i] = len(codestream)
         for fragment in _fragments(codestream, fragments_per_frame):
-            f.write(_ITEM + struct.pack("<I", len(fragment)))
+            f.write(item_header(len(fragment)))
             f.write(fragment)
-    f.write(_SEQUENCE_DELIMITER)
+    f.write(SEQUENCE_DELIMITER_BYTES)
     end = f.tell()
     if offset_table == "bot":
         # 32-bit offsets: past 4 GiB they wrap around, as in many real files
@@ -244,7 +256,7 @@ def _write_encapsulated(f: BinaryIO, frames: int, make: Callable[[int], np.ndarr
 def _write_native(f: BinaryIO, frames: int, make: Callable[[int], np.ndarray], frame_bytes: int, bits_allocated: int) -> None:
     total = frames * frame_bytes
     padded = total + total % 2  # the length is known up front: frames are written as they are made
-    f.write(struct.pack("<HH2s2xI", 0x7FE0, 0x0010, b"OB" if bits_allocated == 8 else b"OW", padded))
+    f.write(pixel_header(PIXEL_DATA, "OB" if bits_allocated == 8 else "OW", padded))
     dtype = np.dtype("u1") if bits_allocated == 8 else np.dtype("<u2")
     for i in range(frames):
         f.write(np.ascontiguousarray(make(i), dtype=dtype).data)
@@ -327,9 +339,9 @@ def write_sample(
     if fragments_per_frame > 1 and offset_table == "eot":
         raise ValueError("the Extended Offset Table requires exactly one fragment per frame")
     frame_bytes = rows * columns * samples_per_pixel * bits_allocated // 8
-    if syntax == "native" and frames * frame_bytes > _MAX_LENGTH:
+    if syntax == "native" and frames * frame_bytes > MAX_DEFINED_LENGTH:
         raise ValueError(f"{frames * frame_bytes} bytes of native Pixel Data exceed the 4 GiB limit of a defined length")
-    if syntax != "native" and 8 * frames > _MAX_LENGTH:
+    if syntax != "native" and 8 * frames > MAX_DEFINED_LENGTH:
         raise ValueError(f"{frames} frames are too many for an offset table")
 
     if samples_per_pixel == 3:

@@ -6,7 +6,8 @@ exactly as they must appear in the file, or as encapsulated fragments.
 `encapsulate` lays out fragments behind a Basic Offset Table and reports where
 each frame's first item landed; `write_sparse_bot_file` builds an encapsulated
 file larger than 4 GiB whose Basic Offset Table wraps around, by leaving holes
-(sparse regions) inside padding fragments.
+(sparse regions) inside padding fragments. Elements, items and the file meta
+group are encoded by dicomframes' own encoder (`dicomframes._dicom.encode`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,17 @@ import struct
 from typing import Iterable, Sequence
 
 import numpy as np
+
+from dicomframes._dicom import encode as dcm
+from dicomframes._dicom.tags import (
+    FILE_META_INFORMATION_VERSION,
+    IMPLEMENTATION_CLASS_UID,
+    MEDIA_STORAGE_SOP_CLASS_UID,
+    MEDIA_STORAGE_SOP_INSTANCE_UID,
+    PIXEL_DATA,
+    TRANSFER_SYNTAX_UID,
+    UNDEFINED,
+)
 
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 IMPLICIT_LE = "1.2.840.10008.1.2"
@@ -30,11 +42,7 @@ SC_MF_WORD = "1.2.840.10008.5.1.4.1.1.7.3"
 SC_MF_TRUE_COLOR = "1.2.840.10008.5.1.4.1.1.7.4"
 SC_MF_SINGLE_BIT = "1.2.840.10008.5.1.4.1.1.7.1"
 
-_LONG_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT"}
 _NUMERIC = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "FL": "f", "FD": "d"}
-ITEM = 0xFFFEE000
-SEQUENCE_DELIMITER = 0xFFFEE0DD
-UNDEFINED = 0xFFFFFFFF
 
 Element = tuple[int, str, object]  # (tag, VR, value)
 
@@ -49,36 +57,26 @@ def encode_value(vr: str, value: object, little: bool = True) -> bytes:
         raw = struct.pack(f"{e}{len(values)}{_NUMERIC[vr]}", *values)
     else:
         raw = str(value).encode("ascii")
-    if len(raw) % 2:
-        raw += b"\x00" if vr in ("UI", "OB", "UN") else b" "
-    return raw
+    return dcm.pad(vr, raw)
 
 
 def element_header(tag: int, vr: str, length: int, *, little: bool = True, explicit: bool = True) -> bytes:
-    e = "<" if little else ">"
-    group, elem = tag >> 16, tag & 0xFFFF
-    if tag >> 16 == 0xFFFE or not explicit:
-        return struct.pack(f"{e}HHI", group, elem, length)
-    if vr in _LONG_VRS:
-        return struct.pack(f"{e}HH2s2xI", group, elem, vr.encode(), length)
-    return struct.pack(f"{e}HH2sH", group, elem, vr.encode(), length)
+    return dcm.element_header(tag, vr, length, explicit=explicit, little=little)
 
 
 def element(tag: int, vr: str, value: object, *, little: bool = True, explicit: bool = True) -> bytes:
-    raw = encode_value(vr, value, little)
-    return element_header(tag, vr, len(raw), little=little, explicit=explicit) + raw
+    return dcm.element(tag, vr, encode_value(vr, value, little), explicit=explicit, little=little)
 
 
 def file_meta(transfer_syntax: str, sop_class: str = SC_MF_BYTE, sop_instance: str = "2.25.1") -> bytes:
     """Preamble, DICM and the file meta group (always explicit VR little endian)."""
-    body = b"".join([
-        element(0x00020001, "OB", b"\x00\x01"),
-        element(0x00020002, "UI", sop_class),
-        element(0x00020003, "UI", sop_instance),
-        element(0x00020010, "UI", transfer_syntax),
-        element(0x00020012, "UI", "2.25.2"),
+    return dcm.file_meta([
+        element(FILE_META_INFORMATION_VERSION, "OB", b"\x00\x01"),
+        element(MEDIA_STORAGE_SOP_CLASS_UID, "UI", sop_class),
+        element(MEDIA_STORAGE_SOP_INSTANCE_UID, "UI", sop_instance),
+        element(TRANSFER_SYNTAX_UID, "UI", transfer_syntax),
+        element(IMPLEMENTATION_CLASS_UID, "UI", "2.25.2"),
     ])
-    return b"\x00" * 128 + b"DICM" + element(0x00020000, "UL", len(body)) + body
 
 
 def image_elements(
@@ -119,7 +117,7 @@ def write_file(
     pixel_data: bytes,
     *,
     pixel_vr: str = "OB",
-    pixel_tag: int = 0x7FE00010,
+    pixel_tag: int = PIXEL_DATA,
     encapsulated: bool = False,
     sop_class: str = SC_MF_BYTE,
 ) -> str:
@@ -137,7 +135,7 @@ def write_file(
     if encapsulated:
         out.append(element_header(pixel_tag, pixel_vr, UNDEFINED, little=little, explicit=explicit))
         out.append(pixel_data)
-        out.append(struct.pack("<HHI", 0xFFFE, 0xE0DD, 0))
+        out.append(dcm.SEQUENCE_DELIMITER_BYTES)
     else:
         value = pixel_data + (b"\x00" if len(pixel_data) % 2 else b"")
         out.append(element_header(pixel_tag, pixel_vr, len(value), little=little, explicit=explicit))
@@ -149,9 +147,7 @@ def write_file(
 
 def item(value: bytes) -> bytes:
     """One item: header and value (padded to even length)."""
-    if len(value) % 2:
-        value += b"\x00"
-    return struct.pack("<HHI", 0xFFFE, 0xE000, len(value)) + value
+    return dcm.item(value)
 
 
 def encapsulate(frames: Sequence[Sequence[bytes]], *, bot: bool = True) -> tuple[bytes, list[int]]:
@@ -189,8 +185,8 @@ def write_sparse_bot_file(
         f.write(file_meta(transfer_syntax))
         for tag, vr, value in elements:
             f.write(element(tag, vr, value))
-        f.write(element_header(0x7FE00010, "OB", UNDEFINED))
-        f.write(struct.pack("<HHI", 0xFFFE, 0xE000, 4 * n))
+        f.write(element_header(PIXEL_DATA, "OB", UNDEFINED))
+        f.write(dcm.item_header(4 * n))
         bot_at = f.tell()
         f.write(bytes(4 * n))
         first = f.tell()
@@ -202,9 +198,9 @@ def write_sparse_bot_file(
                 size = holes[i] + holes[i] % 2
                 if size >= UNDEFINED:
                     raise ValueError("a fragment holds at most 4 GiB - 2 bytes")
-                f.write(struct.pack("<HHI", 0xFFFE, 0xE000, size))
+                f.write(dcm.item_header(size))
                 f.seek(size, os.SEEK_CUR)
-        f.write(struct.pack("<HHI", 0xFFFE, 0xE0DD, 0))
+        f.write(dcm.SEQUENCE_DELIMITER_BYTES)
         f.seek(bot_at)
         f.write((np.asarray(offsets, dtype=np.uint64) % (1 << 32)).astype("<u4").tobytes())
     return offsets

@@ -2,7 +2,7 @@
 
 The attributes of each instance are written with pydicom; the Per-Frame
 Functional Groups Sequence and the Pixel Data are appended as bytes by the small
-encoder here, so that a level of 20,000 sparse tiles is written in a fraction of
+encoder here (on dicomframes' own, `dicomframes._dicom.encode`), so that a level of 20,000 sparse tiles is written in a fraction of
 a second and the encoding of that sequence (explicit or implicit VR, defined or
 undefined lengths, unrelated elements to skip) is under the test's control.
 
@@ -25,15 +25,25 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import generate_uid
 
+from dicomframes._dicom import encode as dcm
+from dicomframes._dicom.tags import (
+    COLUMN_POSITION_IN_TOTAL_IMAGE_PIXEL_MATRIX,
+    OPTICAL_PATH_IDENTIFICATION_SEQUENCE,
+    OPTICAL_PATH_IDENTIFIER,
+    PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE,
+    PIXEL_DATA,
+    PLANE_POSITION_SLIDE_SEQUENCE,
+    ROW_POSITION_IN_TOTAL_IMAGE_PIXEL_MATRIX,
+    UNDEFINED,
+    Z_OFFSET_IN_SLIDE_COORDINATE_SYSTEM,
+)
+
 WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 IMPLICIT_LE = "1.2.840.10008.1.2"
 JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
 J2K_LOSSLESS = "1.2.840.10008.1.2.4.90"
 CODECS = {"jpeg": JPEG_BASELINE, "j2k": J2K_LOSSLESS, "native": EXPLICIT_LE}
-
-UNDEFINED = 0xFFFFFFFF
-_LONG_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT"}
 
 
 # -- images ----------------------------------------------------------------------
@@ -128,27 +138,20 @@ class Encoder:
         self.undefined = undefined
 
     def element(self, tag: int, vr: str, value: bytes) -> bytes:
-        if len(value) % 2:
-            value += b"\x00" if vr in ("UI", "OB", "UN") else b" "
-        return self.header(tag, vr, len(value)) + value
+        return dcm.element(tag, vr, value, explicit=self.explicit)
 
     def header(self, tag: int, vr: str, length: int) -> bytes:
-        group, elem = tag >> 16, tag & 0xFFFF
-        if not self.explicit:
-            return struct.pack("<HHI", group, elem, length)
-        if vr in _LONG_VRS:
-            return struct.pack("<HH2s2xI", group, elem, vr.encode(), length)
-        return struct.pack("<HH2sH", group, elem, vr.encode(), length)
+        return dcm.element_header(tag, vr, length, explicit=self.explicit)
 
     def item(self, content: bytes, undefined: bool | None = None) -> bytes:
         if self.undefined if undefined is None else undefined:
-            return struct.pack("<HHI", 0xFFFE, 0xE000, UNDEFINED) + content + struct.pack("<HHI", 0xFFFE, 0xE00D, 0)
-        return struct.pack("<HHI", 0xFFFE, 0xE000, len(content)) + content
+            return dcm.item_header(UNDEFINED) + content + dcm.ITEM_DELIMITER_BYTES
+        return dcm.item_header(len(content)) + content
 
     def sequence(self, tag: int, items: Sequence[bytes], undefined: bool | None = None, vr: str = "SQ") -> bytes:
         body = b"".join(self.item(i) for i in items)
         if self.undefined if undefined is None else undefined:
-            return self.header(tag, vr, UNDEFINED) + body + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
+            return self.header(tag, vr, UNDEFINED) + body + dcm.SEQUENCE_DELIMITER_BYTES
         return self.header(tag, vr, len(body)) + body
 
     @staticmethod
@@ -182,31 +185,33 @@ def pffg_bytes(
         if noise:
             blob = rng.integers(0, 256, int(rng.integers(0, 40))).astype(np.uint8).tobytes()
             # Bytes that look like the tags we want, inside a value: must be skipped.
-            blob += struct.pack("<HH2sHi", 0x0048, 0x021E, b"SL", 4, 99999)
+            blob += dcm.element(COLUMN_POSITION_IN_TOTAL_IMAGE_PIXEL_MATRIX, "SL", struct.pack("<i", 99999))
             inner = Encoder(explicit, True)
-            nested = inner.sequence(0x00091003, [inner.element(0x00480106, "SH", b"NOT-ME") + inner.element(0x0048021E, "SL", struct.pack("<i", -5))])
+            nested = inner.sequence(0x00091003, [inner.element(OPTICAL_PATH_IDENTIFIER, "SH", b"NOT-ME")
+                                                 + inner.element(COLUMN_POSITION_IN_TOTAL_IMAGE_PIXEL_MATRIX, "SL", struct.pack("<i", -5))])
             parts.append(enc.element(0x00090010, "LO", b"NOISE"))
             parts.append(enc.element(0x00091001, "OB", blob))
             parts.append(inner.sequence(0x00091002, [nested], undefined=True))
             parts.append(enc.sequence(0x00209111, [enc.element(0x00209157, "UL", struct.pack("<2I", f.column + 1, f.row + 1))]))
         if optical_path_ids is not None:
-            parts.append(enc.sequence(0x00480207, [enc.element(0x00480106, "SH", optical_path_ids[f.optical_path].encode())]))
+            parts.append(enc.sequence(OPTICAL_PATH_IDENTIFICATION_SEQUENCE,
+                                      [enc.element(OPTICAL_PATH_IDENTIFIER, "SH", optical_path_ids[f.optical_path].encode())]))
         plane = b"".join([
-            enc.element(0x0040072A, "DS", enc.ds(f.column * pixel_spacing)),
-            enc.element(0x0040073A, "DS", enc.ds(f.row * pixel_spacing)),
-            enc.element(0x0040074A, "DS", enc.ds(f.focal_plane * z_spacing)),
-            enc.element(0x0048021E, "SL", struct.pack("<i", f.column + 1)),
-            enc.element(0x0048021F, "SL", struct.pack("<i", f.row + 1)),
+            enc.element(0x0040072A, "DS", enc.ds(f.column * pixel_spacing)),  # X Offset in Slide Coordinate System
+            enc.element(0x0040073A, "DS", enc.ds(f.row * pixel_spacing)),  # Y Offset in Slide Coordinate System
+            enc.element(Z_OFFSET_IN_SLIDE_COORDINATE_SYSTEM, "DS", enc.ds(f.focal_plane * z_spacing)),
+            enc.element(COLUMN_POSITION_IN_TOTAL_IMAGE_PIXEL_MATRIX, "SL", struct.pack("<i", f.column + 1)),
+            enc.element(ROW_POSITION_IN_TOTAL_IMAGE_PIXEL_MATRIX, "SL", struct.pack("<i", f.row + 1)),
         ])
-        parts.append(enc.sequence(0x0048021A, [plane]))
+        parts.append(enc.sequence(PLANE_POSITION_SLIDE_SEQUENCE, [plane]))
         items.append(b"".join(parts))
-    return enc.sequence(0x52009230, items)
+    return enc.sequence(PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE, items)
 
 
 def pixel_data_bytes(frames: Sequence[bytes], encapsulated: bool, explicit: bool = True, bot: bool = True) -> bytes:
     enc = Encoder(explicit)
     if not encapsulated:
-        return enc.element(0x7FE00010, "OB" if explicit else "OW", b"".join(frames))
+        return enc.element(PIXEL_DATA, "OB" if explicit else "OW", b"".join(frames))
     table = b""
     if bot:
         offsets, pos = [], 0
@@ -214,8 +219,8 @@ def pixel_data_bytes(frames: Sequence[bytes], encapsulated: bool, explicit: bool
             offsets.append(pos)
             pos += 8 + len(f) + len(f) % 2
         table = struct.pack(f"<{len(offsets)}I", *offsets)
-    body = enc.item(table, undefined=False) + b"".join(enc.item(f + b"\x00" * (len(f) % 2), undefined=False) for f in frames)
-    return enc.header(0x7FE00010, "OB", UNDEFINED) + body + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
+    body = dcm.item(table) + b"".join(dcm.item(f) for f in frames)  # fragments NUL padded to even length
+    return dcm.pixel_header(PIXEL_DATA, "OB", None) + body + dcm.SEQUENCE_DELIMITER_BYTES
 
 
 # -- instances -------------------------------------------------------------------

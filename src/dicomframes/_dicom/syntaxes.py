@@ -3,15 +3,47 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
+
+from dicomframes._dicom.codestream import J2K_START_MARKERS, JPEG_START_MARKERS
+
+
+class Codec(str, Enum):
+    """How a transfer syntax encodes its frames: the key of a codec family.
+
+    A `str` so that backends may name the families they handle with plain
+    strings (``"jpeg"``) and members compare equal to them.
+    """
+
+    NATIVE = "native"
+    RLE = "rle"
+    JPEG = "jpeg"
+    JPEGLS = "jpegls"
+    J2K = "j2k"
+    HTJ2K = "htj2k"
+    ENCAPSULATED_NATIVE = "encapsulated-native"
+    DEFLATE_FRAMES = "deflate-frames"
+
+    # The value, not "Codec.JPEG", in messages and f-strings on every Python version.
+    def __str__(self) -> str:
+        return self.value
+
+
+# The frame index needs these below the frames layer; they are the same
+# constants the codec families declare (tests/test_codec_families.py checks).
+_START_MARKERS: dict[Codec, tuple[bytes, ...]] = {
+    Codec.JPEG: JPEG_START_MARKERS,
+    Codec.JPEGLS: JPEG_START_MARKERS,
+    Codec.J2K: J2K_START_MARKERS,
+    Codec.HTJ2K: J2K_START_MARKERS,
+}
 
 
 @dataclass(frozen=True)
 class TransferSyntax:
     uid: str
     name: str
-    #: ``"native"``, ``"rle"``, ``"jpeg"``, ``"jpegls"``, ``"j2k"``, ``"htj2k"``,
-    #: ``"encapsulated-native"`` or ``"deflate-frames"``
-    codec: str
+    codec: Codec
     explicit_vr: bool = True
     little_endian: bool = True
     deflated: bool = False
@@ -19,45 +51,43 @@ class TransferSyntax:
 
     @property
     def encapsulated(self) -> bool:
-        return self.codec != "native"
+        return self.codec is not Codec.NATIVE
 
     @property
     def frame_start_markers(self) -> tuple[bytes, ...]:
         """Byte strings a frame's first fragment starts with, when the codec has one."""
-        if self.codec in ("jpeg", "jpegls"):
-            return (b"\xff\xd8",)
-        if self.codec in ("j2k", "htj2k"):
-            # A raw codestream (SOC + SIZ) or, seen in the wild, a JP2 box header.
-            return (b"\xff\x4f\xff\x51", b"\x00\x00\x00\x0cjP")
-        return ()
+        return _START_MARKERS.get(self.codec, ())
 
 
 _P = "1.2.840.10008.1.2"
+_C = Codec
 
 SYNTAXES: dict[str, TransferSyntax] = {
     ts.uid: ts
     for ts in [
-        TransferSyntax(_P, "Implicit VR Little Endian", "native", explicit_vr=False),
-        TransferSyntax(_P + ".1", "Explicit VR Little Endian", "native"),
-        TransferSyntax(_P + ".2", "Explicit VR Big Endian", "native", little_endian=False),
-        TransferSyntax(_P + ".1.99", "Deflated Explicit VR Little Endian", "native", deflated=True),
-        TransferSyntax(_P + ".1.98", "Encapsulated Uncompressed Explicit VR Little Endian", "encapsulated-native"),
-        TransferSyntax(_P + ".8.1", "Deflated Image Frame Compression", "deflate-frames"),
-        TransferSyntax(_P + ".5", "RLE Lossless", "rle"),
-        TransferSyntax(_P + ".4.50", "JPEG Baseline (Process 1)", "jpeg", lossy=True),
-        TransferSyntax(_P + ".4.51", "JPEG Extended (Process 2 & 4)", "jpeg", lossy=True),
-        TransferSyntax(_P + ".4.57", "JPEG Lossless, Non-Hierarchical (Process 14)", "jpeg"),
-        TransferSyntax(_P + ".4.70", "JPEG Lossless, Non-Hierarchical, First-Order Prediction (Process 14 [Selection Value 1])", "jpeg"),
-        TransferSyntax(_P + ".4.80", "JPEG-LS Lossless", "jpegls"),
-        TransferSyntax(_P + ".4.81", "JPEG-LS Near-Lossless", "jpegls", lossy=True),
-        TransferSyntax(_P + ".4.90", "JPEG 2000 Image Compression (Lossless Only)", "j2k"),
-        TransferSyntax(_P + ".4.91", "JPEG 2000 Image Compression", "j2k", lossy=True),
-        TransferSyntax(_P + ".4.201", "High-Throughput JPEG 2000 (Lossless Only)", "htj2k"),
-        TransferSyntax(_P + ".4.202", "High-Throughput JPEG 2000 with RPCL Options (Lossless Only)", "htj2k"),
-        TransferSyntax(_P + ".4.203", "High-Throughput JPEG 2000", "htj2k", lossy=True),
+        TransferSyntax(_P, "Implicit VR Little Endian", _C.NATIVE, explicit_vr=False),
+        TransferSyntax(_P + ".1", "Explicit VR Little Endian", _C.NATIVE),
+        TransferSyntax(_P + ".2", "Explicit VR Big Endian", _C.NATIVE, little_endian=False),
+        TransferSyntax(_P + ".1.99", "Deflated Explicit VR Little Endian", _C.NATIVE, deflated=True),
+        TransferSyntax(_P + ".1.98", "Encapsulated Uncompressed Explicit VR Little Endian", _C.ENCAPSULATED_NATIVE),
+        TransferSyntax(_P + ".8.1", "Deflated Image Frame Compression", _C.DEFLATE_FRAMES),
+        TransferSyntax(_P + ".5", "RLE Lossless", _C.RLE),
+        TransferSyntax(_P + ".4.50", "JPEG Baseline (Process 1)", _C.JPEG, lossy=True),
+        TransferSyntax(_P + ".4.51", "JPEG Extended (Process 2 & 4)", _C.JPEG, lossy=True),
+        TransferSyntax(_P + ".4.57", "JPEG Lossless, Non-Hierarchical (Process 14)", _C.JPEG),
+        TransferSyntax(_P + ".4.70", "JPEG Lossless, Non-Hierarchical, First-Order Prediction (Process 14 [Selection Value 1])", _C.JPEG),
+        TransferSyntax(_P + ".4.80", "JPEG-LS Lossless", _C.JPEGLS),
+        TransferSyntax(_P + ".4.81", "JPEG-LS Near-Lossless", _C.JPEGLS, lossy=True),
+        TransferSyntax(_P + ".4.90", "JPEG 2000 Image Compression (Lossless Only)", _C.J2K),
+        TransferSyntax(_P + ".4.91", "JPEG 2000 Image Compression", _C.J2K, lossy=True),
+        TransferSyntax(_P + ".4.201", "High-Throughput JPEG 2000 (Lossless Only)", _C.HTJ2K),
+        TransferSyntax(_P + ".4.202", "High-Throughput JPEG 2000 with RPCL Options (Lossless Only)", _C.HTJ2K),
+        TransferSyntax(_P + ".4.203", "High-Throughput JPEG 2000", _C.HTJ2K, lossy=True),
     ]
 }
 
+#: JPEG Baseline: its YCbCr codestreams are 4:2:2 subsampled (pydicom reports YBR_FULL_422)
+JPEG_BASELINE = SYNTAXES[_P + ".4.50"]
 EXPLICIT_VR_LITTLE_ENDIAN = SYNTAXES[_P + ".1"]
 IMPLICIT_VR_LITTLE_ENDIAN = SYNTAXES[_P]
 

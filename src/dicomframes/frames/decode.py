@@ -12,8 +12,8 @@ import numpy as np
 
 from dicomframes.errors import DecodeError, DicomFramesError
 from dicomframes.frames import codecs
-from dicomframes.frames.index import FrameSpan, unwrap
 from dicomframes.frames.pixels import PixelFormat
+from dicomframes.frames.span import FrameSpan, unwrap
 
 
 def decode_span(

@@ -11,10 +11,13 @@ from __future__ import annotations
 import numpy as np
 
 from dicomframes.errors import StorageError, TruncatedFileError
-from dicomframes.frames.index import FrameSpan
+from dicomframes.frames.span import FrameSpan
 from dicomframes.io.cursor import BlockCache, read_through
 from dicomframes.io.policy import FetchPolicy
 from dicomframes.io.source import Source
+
+#: a frame's bytes as fetched: the request's own bytes, or a view into a larger request's
+FrameBytes = bytes | memoryview
 
 
 def plan(spans: list[FrameSpan], policy: FetchPolicy) -> list[tuple[int, int, list[FrameSpan]]]:
@@ -34,10 +37,10 @@ def plan(spans: list[FrameSpan], policy: FetchPolicy) -> list[tuple[int, int, li
 
 def fetch(
     source: Source, spans: list[FrameSpan], policy: FetchPolicy, cache: BlockCache | None = None
-) -> dict[FrameSpan, bytes]:
+) -> dict[FrameSpan, FrameBytes]:
     """The bytes of each span, read with as few requests as the policy allows.
 
-    Bytes the frame index already holds (``source.block_cache``, or `cache`:
+    Bytes already read (`cache`, by default the source's own block cache:
     blocks of the walk over item headers, the bytes that came with the
     header) are taken from there; only the rest is requested. A failed read
     raises `StorageError` naming the frame, a short one `TruncatedFileError`:
@@ -46,8 +49,8 @@ def fetch(
     if cache is None:
         cache = source.block_cache
     requests = plan(spans, policy)
-    out: dict[FrameSpan, bytes] = {}
-    if source.direct_reads and not (cache is not None and len(cache)):
+    out: dict[FrameSpan, FrameBytes] = {}
+    if source.direct_reads and not len(cache):
         # Each frame read into its own buffer: its bytes are copied once, and a
         # frame kept by the caller holds only its own bytes (native frames
         # become arrays over these buffers without another copy).
@@ -57,11 +60,15 @@ def fetch(
             if not tiled or source.size is None or off + size > source.size:
                 rest.append((off, size, members))  # overlaps or a short file: the general path
                 continue
-            buffers = [np.empty(span.length, np.uint8) for span in members]  # not zero-filled, unlike bytearray
-            got = source.read_into(off, buffers)
+            # Not zero-filled, unlike bytearray; `.data` is the array's memoryview.
+            buffers = [np.empty(span.length, np.uint8).data for span in members]
+            try:
+                got = source.read_into(off, buffers)
+            except StorageError as exc:
+                raise _name_frames(exc, [(off, size, members)]) from None
             for span, buffer in zip(members, buffers):
                 _check_whole(source, off, got, span)
-                out[span] = memoryview(buffer)
+                out[span] = buffer
         requests = rest
         if not requests:
             return out

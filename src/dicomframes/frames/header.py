@@ -1,7 +1,8 @@
 """The lazy header parser.
 
 Walks data elements from the start of the file to the top-level Pixel Data
-element reading only tag, VR and length, keeps the values of the few
+element reading only tag, VR and length (with the shared
+`dicomframes._dicom.elements.ElementWalker`), keeps the values of the few
 attributes that matter, and seeks past everything else (private blobs, icon
 images, functional group sequences). Nested sequences of undefined length are
 walked item by item without keeping anything.
@@ -15,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from dicomframes._dicom.elements import ElementWalker
 from dicomframes._dicom.syntaxes import (
     EXPLICIT_VR_LITTLE_ENDIAN,
     IMPLICIT_VR_LITTLE_ENDIAN,
@@ -22,34 +24,26 @@ from dicomframes._dicom.syntaxes import (
     TransferSyntax,
     lookup,
 )
+from dicomframes._dicom.tags import (
+    EXTENDED_OFFSET_TABLE,
+    EXTENDED_OFFSET_TABLE_LENGTHS,
+    MEDIA_STORAGE_SOP_CLASS_UID,
+    MEDIA_STORAGE_SOP_INSTANCE_UID,
+    PIXEL_TAGS,
+    TRANSFER_SYNTAX_UID,
+    UNDEFINED,
+    VRS_BYTES,
+    tag_text,
+)
 from dicomframes.errors import (
     InvalidFileError,
     NotDicomError,
-    TruncatedFileError,
     UnsupportedTransferSyntaxError,
 )
 from dicomframes.io.cursor import Cursor
 from dicomframes.io.inflate import InflatedSource
 from dicomframes.io.source import Source
 
-UNDEFINED = 0xFFFFFFFF
-ITEM = 0xFFFEE000
-ITEM_DELIMITER = 0xFFFEE00D
-SEQUENCE_DELIMITER = 0xFFFEE0DD
-PIXEL_DATA = 0x7FE00010
-FLOAT_PIXEL_DATA = 0x7FE00008
-DOUBLE_PIXEL_DATA = 0x7FE00009
-EXTENDED_OFFSET_TABLE = 0x7FE00001
-EXTENDED_OFFSET_TABLE_LENGTHS = 0x7FE00002
-PIXEL_TAGS = {PIXEL_DATA: "PixelData", FLOAT_PIXEL_DATA: "FloatPixelData", DOUBLE_PIXEL_DATA: "DoubleFloatPixelData"}
-
-# VRs whose explicit length field is 4 bytes (after 2 reserved bytes).
-_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT", b"SV", b"UV"}
-_VRS = _LONG_VRS | {
-    b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT",
-    b"PN", b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US",
-}
-_MAX_DEPTH = 64
 _MAX_SMALL_VALUE = 1 << 16  # the attributes we keep are short strings and numbers
 
 # Top-level attributes we keep: tag -> (keyword, VR used when the file is implicit VR).
@@ -93,7 +87,11 @@ SEQUENCES: dict[int, str] = {
     0x00209222: "DimensionIndexSequence",
     0x00480008: "TotalPixelMatrixOriginSequence",
 }
-_META_WANTED = {0x00020002: "MediaStorageSOPClassUID", 0x00020003: "MediaStorageSOPInstanceUID", 0x00020010: "TransferSyntaxUID"}
+_META_WANTED = {
+    MEDIA_STORAGE_SOP_CLASS_UID: "MediaStorageSOPClassUID",
+    MEDIA_STORAGE_SOP_INSTANCE_UID: "MediaStorageSOPInstanceUID",
+    TRANSFER_SYNTAX_UID: "TransferSyntaxUID",
+}
 
 
 @dataclass
@@ -151,6 +149,8 @@ def _decode_value(raw: bytes, vr: str, little: bool) -> Any:
 
 
 class _Parser:
+    """The walk of one data set up to its Pixel Data element, on the shared `ElementWalker`."""
+
     def __init__(self, source: Source, ts: TransferSyntax, cur: Cursor) -> None:
         self.source = source
         self.ts = ts
@@ -161,103 +161,31 @@ class _Parser:
         # syntax says; like pydicom, believe the bytes of the first element.
         first = self.cur.peek(6)
         if len(first) == 6 and ts.little_endian:
-            looks_explicit = first[4:6] in _VRS
-            if looks_explicit != self.explicit:
-                self.explicit = looks_explicit
+            self.explicit = first[4:6] in VRS_BYTES
+        self.walker = ElementWalker(cur, name=source.name, size=source.size, explicit=self.explicit, little=self.little)
 
     def error(self, cls, message: str, offset: int | None = None):
-        return cls(message, path=self.source.name, offset=self.cur.pos if offset is None else offset)
-
-    def element_header(self, explicit: bool, little: bool) -> tuple[int, bytes | None, int]:
-        start = self.cur.pos
-        h = self.cur.read(8, "an element header")
-        group, elem = struct.unpack("<HH" if little else ">HH", h[:4])
-        tag = group << 16 | elem
-        if group == 0xFFFE or not explicit:
-            return tag, None, struct.unpack("<I" if little else ">I", h[4:])[0]
-        vr = h[4:6]
-        if vr in _LONG_VRS:
-            length = struct.unpack("<I" if little else ">I", self.cur.read(4, "an element header"))[0]
-            return tag, vr, length
-        if not (65 <= vr[0] <= 90 and 65 <= vr[1] <= 90):
-            raise self.error(InvalidFileError, f"element ({group:04X},{elem:04X}) has no valid VR ({vr!r})", start)
-        return tag, vr, struct.unpack("<H" if little else ">H", h[6:])[0]
-
-    def skip_value(self, length: int, tag: int) -> None:
-        end = self.cur.pos + length
-        size = self.source.size
-        if size is not None and end > size:
-            raise self.error(
-                TruncatedFileError,
-                f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) declares {length} bytes but the file ends at {size}",
-            )
-        self.cur.skip(length)
-
-    def skip_sequence(self, depth: int, explicit: bool, little: bool) -> None:
-        """Skip the items of an undefined-length sequence, up to its delimiter."""
-        if depth > _MAX_DEPTH:
-            raise self.error(InvalidFileError, f"sequences nested deeper than {_MAX_DEPTH} levels")
-        while True:
-            start = self.cur.pos
-            tag, _, length = self.element_header(False, little)
-            if tag == SEQUENCE_DELIMITER:
-                return
-            if tag != ITEM:
-                raise self.error(InvalidFileError, f"expected an item tag in a sequence, found ({tag >> 16:04X},{tag & 0xFFFF:04X})", start)
-            if length == UNDEFINED:
-                self.skip_item(depth + 1, explicit, little)
-            else:
-                self.skip_value(length, tag)
-
-    def skip_item(self, depth: int, explicit: bool, little: bool) -> None:
-        """Skip the elements of an undefined-length item, up to its delimiter."""
-        while True:
-            tag, vr, length = self.element_header(explicit, little)
-            if tag == ITEM_DELIMITER:
-                return
-            if length == UNDEFINED:
-                self.skip_undefined(tag, vr, depth, explicit, little)
-            else:
-                self.skip_value(length, tag)
-
-    def skip_undefined(self, tag: int, vr: bytes | None, depth: int, explicit: bool, little: bool) -> None:
-        if vr == b"UN":
-            # An undefined-length UN is a sequence encoded as implicit VR LE (PS3.5 6.2.2).
-            self.skip_sequence(depth + 1, False, True)
-        elif vr in (None, b"SQ", b"OB", b"OW"):
-            # Sequences, and encapsulated pixel data (e.g. of an icon image),
-            # are both items up to a sequence delimiter.
-            self.skip_sequence(depth + 1, explicit, little)
-        else:
-            raise self.error(InvalidFileError, f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) with VR {vr!r} has undefined length")
+        return self.walker.error(cls, message, offset)
 
     def parse_dataset(self, header: Header) -> None:
         cur = self.cur
         header.explicit_vr = self.explicit
-        while True:
-            if cur.at_end():
-                raise self.error(NotDicomError, "the data set has no Pixel Data element")
-            start = cur.pos
-            tag, vr, length = self.element_header(self.explicit, self.little)
+        for tag, vr, length, start, value_start in self.walker.elements():
             if tag in PIXEL_TAGS:
                 header.pixel_keyword = PIXEL_TAGS[tag]
-                header.pixel_vr = vr.decode() if vr else ("OB" if length == UNDEFINED else "OW")
-                header.pixel_offset = cur.pos
+                header.pixel_vr = vr or ("OB" if length == UNDEFINED else "OW")
+                header.pixel_offset = value_start
                 header.pixel_length = None if length == UNDEFINED else length
                 return
-            if tag >> 16 == 0xFFFE:
-                raise self.error(InvalidFileError, "unexpected item or delimiter tag at the top level", start)
             if tag in SEQUENCES:
-                header.sequences[SEQUENCES[tag]] = (cur.pos, None if length == UNDEFINED else length)
+                header.sequences[SEQUENCES[tag]] = (value_start, None if length == UNDEFINED else length)
             if length == UNDEFINED:
-                self.skip_undefined(tag, vr, 1, self.explicit, self.little)
-                continue
+                continue  # a sequence (or an icon's pixel data): the walker skips it
             want = WANTED.get(tag)
             if want is None:
-                self.skip_value(length, tag)
                 continue
             keyword, implicit_vr = want
-            vr_text = vr.decode() if vr else implicit_vr
+            vr_text = vr or implicit_vr
             if vr_text == "UN" or (vr is not None and vr_text != implicit_vr and keyword.startswith("ExtendedOffset")):
                 vr_text = implicit_vr
             if keyword.startswith("ExtendedOffset"):
@@ -272,10 +200,10 @@ class _Parser:
                         start,
                     )
             elif length > _MAX_SMALL_VALUE:
-                self.skip_value(length, tag)  # not a value we can use; don't allocate for it
-                continue
+                continue  # not a value we can use; don't allocate for it (the walker skips it)
             raw = cur.read(length, keyword)
             header.values[keyword] = _decode_value(raw, vr_text, self.little)
+        raise self.error(NotDicomError, "the data set has no Pixel Data element")
 
 
 def _guess_syntax(head: bytes) -> TransferSyntax:
@@ -308,17 +236,16 @@ def parse_header(source: Source, first_read: int = 64 * 1024) -> tuple[Header, S
     meta: dict[str, Any] = {}
     # One cursor, holding the first read, serves the meta group and (unless
     # deflated) the data set: the start of the file is read once.
-    cur = Cursor(source, meta_offset, first_read)
-    cur._buf, cur._buf_start = head[meta_offset:], meta_offset
+    cur = Cursor(source, meta_offset, first_read, buffered=head[meta_offset:])
     parser = _Parser(source, EXPLICIT_VR_LITTLE_ENDIAN, cur)
     # File meta information: group 0002, always explicit VR little endian.
     while True:
         peek = cur.peek(8)
         if len(peek) < 8 or struct.unpack("<H", peek[:2])[0] != 0x0002:
             break
-        tag, vr, length = parser.element_header(True, True)
+        tag, _, length = parser.walker.header(True, True)
         if length == UNDEFINED or length > _MAX_SMALL_VALUE:
-            raise parser.error(InvalidFileError, f"file meta element ({tag >> 16:04X},{tag & 0xFFFF:04X}) has an invalid length {length}")
+            raise parser.error(InvalidFileError, f"file meta element {tag_text(tag)} has an invalid length {length}")
         raw = cur.read(length, "the file meta information")
         if tag in _META_WANTED:
             meta[_META_WANTED[tag]] = _decode_value(raw, "UI", True)

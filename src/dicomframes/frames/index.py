@@ -1,32 +1,39 @@
-"""FrameIndex: where the bytes of frame i are.
+"""FrameIndex: where the bytes of frame i are, one class per way of knowing it.
 
-Native data: arithmetic. Encapsulated data: the Extended Offset Table, else the
-Basic Offset Table (unwrapping 32-bit overflow past 4 GiB), else a lazy walk
-over item headers that stops as soon as the frames asked for are located.
-Everything is kept in numpy arrays, never a Python object per fragment.
+- `NativeFrameIndex`: native data, arithmetic.
+- `ExtendedOffsetTableIndex` ("EOT"): the Extended Offset Table gives every
+  frame's offset and length.
+- `BasicOffsetTableIndex` ("BOT"): the Basic Offset Table gives every frame's
+  offset (32-bit, unwrapped past 4 GiB); the last frame's end is found by
+  walking its items.
+- `WalkedIndex` ("walked"): no usable table; a lazy walk over item headers
+  that stops as soon as the frames asked for are located.
+
+`build_index` picks the class for a file. Everything is kept in numpy arrays,
+never a Python object per fragment.
 """
 
 from __future__ import annotations
 
-import struct
 import threading
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 
-from dicomframes.errors import FrameIndexError, StorageError, TruncatedFileError
-from dicomframes.frames.header import ITEM, SEQUENCE_DELIMITER, Header
+from dicomframes._dicom.tags import ITEM, SEQUENCE_DELIMITER, UNDEFINED
+from dicomframes.errors import FrameIndexError, InvalidFileError, StorageError, TruncatedFileError
+from dicomframes.frames.header import Header
+from dicomframes.frames.span import ITEM_HEADER, FrameSpan
 from dicomframes.io.cursor import BlockCache, Cursor, read_through
 from dicomframes.io.source import Source
 
-_ITEM_HEADER = struct.Struct("<HHI")
 #: the walk reads this much at an item header when fragments are large
 _SMALL_WALK_READ = 64 * 1024
 
 
 def cache_capacity(source: Source, block: int) -> int:
-    """Bytes of blocks an index keeps for `source` (see `BlockCache`).
+    """Bytes of blocks an index asks its source's `BlockCache` to keep.
 
     Enough for the walk to run one fetch batch (and a block or two) ahead of
     the fetches that consume its blocks, so a file iterated in order is read
@@ -36,69 +43,44 @@ def cache_capacity(source: Source, block: int) -> int:
     return max(4 * block, min(2 * batch + 2 * block, 64 * block))
 
 
-@dataclass(frozen=True)
-class FrameSpan:
-    """The bytes of one frame: a range of the (data set) source.
-
-    For encapsulated data the range covers whole items, headers included, and
-    `unwrap` turns it into the frame's codestream.
-    """
-
-    frame: int
-    offset: int
-    length: int
-    #: the range holds item-wrapped fragments
-    items: bool = False
-    #: EOT frames: take only `payload` bytes of the single item
-    payload: int | None = None
-    #: native Bits Allocated 1: the frame starts this many bits into the first byte
-    bit_offset: int = 0
-    #: native 8-bit big endian OW: bytes to drop at the start after swapping pairs
-    skip: int = 0
+def _adopt_head(header: Header, source: Source, block: int) -> BlockCache:
+    """The source's block cache, with room for an index's blocks, holding the
+    bytes after the Pixel Data element that came with the header's reads
+    (`Header.pixel_head`, taken over here and emptied: the header pickles small)."""
+    head = header.pixel_head
+    cache = source.block_cache
+    cache.reserve(max(cache_capacity(source, block), len(head)))
+    if head:
+        cache.add(header.pixel_offset, head)
+        header.pixel_head = b""
+    return cache
 
 
-def unwrap(span: FrameSpan, data: bytes, name: str) -> bytes:
-    """The codestream of an encapsulated frame from the bytes of its span."""
-    if span.payload is not None:
-        group, elem, length = _ITEM_HEADER.unpack_from(data, 0)
-        if (group << 16 | elem) != ITEM or length < span.payload:
-            raise FrameIndexError(
-                "the Extended Offset Table does not point at an item of the frame's length",
-                path=name, frame=span.frame, offset=span.offset,
-            )
-        return data[8 : 8 + span.payload]
-    parts = []
-    pos, end = 0, len(data)
-    while pos < end:
-        if pos + 8 > end:
-            raise FrameIndexError("a fragment header crosses the end of the frame", path=name, frame=span.frame, offset=span.offset + pos)
-        group, elem, length = _ITEM_HEADER.unpack_from(data, pos)
-        if (group << 16 | elem) != ITEM:
-            raise FrameIndexError(
-                f"expected a fragment item, found ({group:04X},{elem:04X}); the offset table may be wrong",
-                path=name, frame=span.frame, offset=span.offset + pos,
-            )
-        if pos + 8 + length > end:
-            raise FrameIndexError(
-                f"fragment of {length} bytes overruns the frame's end at offset {span.offset + end}",
-                path=name, frame=span.frame, offset=span.offset + pos,
-            )
-        parts.append(data[pos + 8 : pos + 8 + length])
-        pos += 8 + length
-    return parts[0] if len(parts) == 1 else b"".join(parts)
+def _read_exact(source: Source, cache: BlockCache, name: str, offset: int, size: int, frame: int | None) -> bytes:
+    try:
+        data = read_through(source, cache, [(offset, size)])[0]
+    except StorageError as exc:
+        raise (exc if frame is None else exc.with_frame(frame)) from None
+    if len(data) != size:
+        raise TruncatedFileError(
+            f"expected {size} bytes but the file ends after {len(data)}",
+            path=name, frame=frame, offset=offset,
+        )
+    return data
 
 
 class FrameIndex(ABC):
     """Frame number -> `FrameSpan`.
 
-    An index keeps a small `BlockCache` of bytes already read from its source:
-    the bytes after the Pixel Data element that came with the header
-    (`Header.pixel_head`, taken over here) and the blocks of the walk over item
-    headers. It is attached to the source as ``source.block_cache``, where
-    `dicomframes.fetcher.fetch` finds it, so those bytes are not fetched twice.
+    The bytes an index reads go through its source's `BlockCache`
+    (``source.block_cache``, also ``index.cache``): the bytes after the Pixel
+    Data element that came with the header, and the blocks of the walk over
+    item headers, so the fetches (`dicomframes.frames.fetch.fetch`) do not
+    read them twice. An index pickles without its source; `bind` attaches one.
     """
 
-    kind: str = ""
+    #: how frames are located, as ``reader.info.index_kind`` reports it
+    kind: ClassVar[str] = ""
 
     def __init__(self, header: Header, source: Source, number_of_frames: int, block: int = 64 * 1024) -> None:
         self.header = header
@@ -106,37 +88,12 @@ class FrameIndex(ABC):
         self.name = header.name
         self.number_of_frames = number_of_frames
         self.block = block
-        head = header.pixel_head
-        capacity = max(cache_capacity(source, block), len(head))
-        cache = source.block_cache
-        if isinstance(cache, BlockCache):
-            cache.capacity = max(cache.capacity, capacity)  # the source's own (bytes it read)
-        else:
-            cache = BlockCache(capacity)
-        self.cache = cache
-        if head:
-            self.cache.add(header.pixel_offset, head)
-            header.pixel_head = b""  # taken over: keep the header small to pickle
-        self._attach(source)
-
-    def _attach(self, source: Source) -> None:
-        try:
-            source.block_cache = self.cache  # type: ignore[attr-defined]
-        except AttributeError:  # pragma: no cover - a source with __slots__
-            pass
+        self.cache = _adopt_head(header, source, block)
+        self._lock = threading.Lock()
 
     def read(self, offset: int, size: int, frame: int | None = None) -> bytes:
         """Exactly `size` bytes at `offset`, from the cache where it holds them."""
-        try:
-            data = read_through(self.source, self.cache, [(offset, size)])[0]
-        except StorageError as exc:
-            raise (exc if frame is None else exc.with_frame(frame)) from None
-        if len(data) != size:
-            raise TruncatedFileError(
-                f"expected {size} bytes but the file ends after {len(data)}",
-                path=self.name, frame=frame, offset=offset,
-            )
-        return data
+        return _read_exact(self.source, self.cache, self.name, offset, size, frame)
 
     def __len__(self) -> int:
         return self.number_of_frames
@@ -150,27 +107,32 @@ class FrameIndex(ABC):
         if self.number_of_frames:
             self.span(self.number_of_frames - 1)
 
+    def walk_all(self) -> int:
+        """Walk the item headers to the end (for `info`): the number of
+        fragments, or -1 for an index that does not walk them."""
+        return -1
+
     def check(self, i: int) -> None:
         if not 0 <= i < self.number_of_frames:
             raise IndexError(f"frame index {i} out of range for {self.number_of_frames} frames")
 
     def bind(self, source: Source) -> None:
-        """Attach a (re)opened source after unpickling."""
+        """Attach a (re)opened source after unpickling: its block cache becomes
+        the index's, with room for as many bytes as before."""
+        cache = source.block_cache
+        cache.reserve(self.cache.capacity)
         self.source = source
-        self._attach(source)
+        self.cache = cache
 
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["source"] = None
         state.pop("_lock", None)
-        state.pop("_cursor", None)  # holds a source and a block of bytes
-        return state
+        return state  # the cache pickles empty (see BlockCache), keeping its capacity
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
-        if "_walk_pos" in state:
-            self._cursor = None
 
 
 class NativeFrameIndex(FrameIndex):
@@ -180,7 +142,6 @@ class NativeFrameIndex(FrameIndex):
         super().__init__(header, source, number_of_frames, source.walk_block)
         self.frame_bits = frame_bits
         self.be_swap = be_swap
-        self._lock = threading.Lock()
 
     def span(self, i: int) -> FrameSpan:
         self.check(i)
@@ -202,6 +163,135 @@ class NativeFrameIndex(FrameIndex):
         return FrameSpan(i, self.header.pixel_offset + start, end - start, bit_offset=start_bit % 8, skip=skip)
 
 
+class EncapsulatedIndex(FrameIndex):
+    """Encapsulated Pixel Data: the Basic Offset Table item, then fragment items.
+
+    Offsets in either offset table are relative to `first_item`, the first
+    item after the Basic Offset Table. `table_length` is the length of that
+    item's value, when already read (`build_index` reads it to choose the
+    class); else it is read here.
+    """
+
+    def __init__(
+        self, header: Header, source: Source, number_of_frames: int, block: int = 64 * 1024,
+        *, table_length: int | None = None,
+    ) -> None:
+        super().__init__(header, source, number_of_frames, block)
+        if table_length is None:
+            table_length = basic_offset_table_length(header, source, block)
+        self.table_length = table_length
+        self.first_item = header.pixel_offset + 8 + table_length
+
+
+def basic_offset_table_length(header: Header, source: Source, block: int = 64 * 1024) -> int:
+    """The value length of the Basic Offset Table item that encapsulated Pixel
+    Data starts with (0 for an empty table); checked to be an item of whole
+    32-bit offsets that ends inside the file."""
+    cache = _adopt_head(header, source, block)  # the item usually came with the header's first read
+    group, elem, length = ITEM_HEADER.unpack(_read_exact(source, cache, header.name, header.pixel_offset, 8, None))
+    if (group << 16 | elem) != ITEM:
+        raise FrameIndexError(
+            f"encapsulated Pixel Data must start with the Basic Offset Table item, found ({group:04X},{elem:04X})",
+            path=header.name, offset=header.pixel_offset,
+        )
+    size = source.size
+    if length % 4 or (size is not None and header.pixel_offset + 8 + length > size):
+        raise FrameIndexError(f"the Basic Offset Table length {length} is invalid", path=header.name, offset=header.pixel_offset)
+    return length
+
+
+class ExtendedOffsetTableIndex(EncapsulatedIndex):
+    """Every frame's offset and length from the Extended Offset Table (64-bit):
+    each frame is one item."""
+
+    kind = "EOT"
+
+    def __init__(
+        self, header: Header, source: Source, number_of_frames: int, block: int = 64 * 1024,
+        *, table_length: int | None = None,
+    ) -> None:
+        super().__init__(header, source, number_of_frames, block, table_length=table_length)
+        offsets, lengths = header.extended_offsets, header.extended_lengths
+        if offsets is None or lengths is None:
+            raise FrameIndexError("the file has no Extended Offset Table (and Lengths)", path=self.name, offset=header.pixel_offset)
+        self.offsets = self.first_item + offsets.astype(np.int64)  # item-header offsets of each frame
+        self.lengths = lengths.astype(np.int64)
+        if (offsets > (1 << 62)).any() or (self.lengths < 0).any():
+            raise FrameIndexError("the Extended Offset Table holds impossible offsets", path=self.name, offset=header.pixel_offset)
+        # The index holds the table now; don't keep (and pickle) it twice.
+        header.extended_offsets = header.extended_lengths = None
+
+    def span(self, i: int) -> FrameSpan:
+        self.check(i)
+        length = int(self.lengths[i])
+        return FrameSpan(i, int(self.offsets[i]), 8 + length, items=True, payload=length)
+
+
+class BasicOffsetTableIndex(EncapsulatedIndex):
+    """Every frame's offset from the Basic Offset Table, one per frame; a
+    frame ends where the next begins, the last one where its items end."""
+
+    kind = "BOT"
+
+    def __init__(
+        self, header: Header, source: Source, number_of_frames: int, block: int = 64 * 1024,
+        *, table_length: int | None = None,
+    ) -> None:
+        super().__init__(header, source, number_of_frames, block, table_length=table_length)
+        if self.table_length != 4 * number_of_frames:
+            raise FrameIndexError(
+                f"the Basic Offset Table holds {self.table_length // 4} offsets for {number_of_frames} frames",
+                path=self.name, offset=header.pixel_offset,
+            )
+        raw = np.frombuffer(self.read(header.pixel_offset + 8, self.table_length), dtype="<u4")
+        if raw[0] != 0:
+            raise FrameIndexError(f"the Basic Offset Table's first offset is {raw[0]}, not 0", path=self.name, offset=header.pixel_offset + 8)
+        self.offsets = self.first_item + unwrap_offsets(raw)  # item-header offsets of each frame
+        self._last_end: int | None = None  # where the last frame's items end, once walked
+
+    def span(self, i: int) -> FrameSpan:
+        self.check(i)
+        with self._lock:
+            start = int(self.offsets[i])
+            if i + 1 < self.number_of_frames:
+                end = int(self.offsets[i + 1])
+            else:
+                try:
+                    end = self._last_end if self._last_end is not None else self._find_end(start)
+                except StorageError as exc:
+                    raise exc.with_frame(i) from None
+            if end < start:
+                raise FrameIndexError("the Basic Offset Table is not in increasing order", path=self.name, frame=i, offset=start)
+            if end == start:
+                size = self.source.size
+                if size is not None and start + 8 > size:
+                    raise TruncatedFileError(f"the file ends at {size}, before the frame's first fragment", path=self.name, frame=i, offset=start)
+                raise FrameIndexError("the Basic Offset Table points at no fragment item", path=self.name, frame=i, offset=start)
+            return FrameSpan(i, start, end - start, items=True)
+
+    def _find_end(self, start: int) -> int:
+        """The end of the last frame: walk its items up to the delimiter."""
+        cur = Cursor(self.source, start, self.block, self.cache)
+        while True:
+            head = cur.peek(8)
+            if len(head) < 8:
+                break
+            group, elem, length = ITEM_HEADER.unpack(head)
+            if (group << 16 | elem) != ITEM:
+                break
+            cur.skip(8 + length)
+        self._last_end = cur.pos
+        return cur.pos
+
+
+def unwrap_offsets(raw: np.ndarray) -> np.ndarray:
+    """Basic Offset Table offsets (increasing, 32-bit) as int64, unwrapped:
+    offsets past 4 GiB wrap around, so add 2**32 at every step down."""
+    raw = raw.astype(np.int64)
+    wraps = np.concatenate([[0], np.cumsum(np.diff(raw) < 0)]).astype(np.int64)
+    return raw + (wraps << 32)
+
+
 class _Growing:
     """An int64 array that grows by doubling (the fragments found so far)."""
 
@@ -219,61 +309,33 @@ class _Growing:
         return self.data[: self.n]
 
 
-class EncapsulatedFrameIndex(FrameIndex):
-    """Frames of encapsulated pixel data, from EOT, BOT, or a walk over item headers."""
+class WalkedIndex(EncapsulatedIndex):
+    """No usable offset table: walk the item headers, lazily, as far as the
+    frames asked for.
 
-    def __init__(self, header: Header, source: Source, number_of_frames: int, start_markers: tuple[bytes, ...], block: int = 64 * 1024) -> None:
-        super().__init__(header, source, number_of_frames, block)
-        self._lock = threading.Lock()
+    A fragment starts a frame when it begins with one of `start_markers` (the
+    codec's, e.g. JPEG's SOI); without markers every fragment is a frame. At
+    the end of the walk, as many fragments as frames means one fragment per
+    frame, whatever the markers said.
+    """
+
+    kind = "walked"
+
+    def __init__(
+        self, header: Header, source: Source, number_of_frames: int, start_markers: tuple[bytes, ...] = (),
+        block: int = 64 * 1024, *, table_length: int | None = None,
+    ) -> None:
+        super().__init__(header, source, number_of_frames, block, table_length=table_length)
         self.start_markers = start_markers
-        name = header.name
-        # The item header and the BOT usually came with the header's first read.
-        first = self.read(header.pixel_offset, 8)
-        group, elem, bot_length = _ITEM_HEADER.unpack(first)
-        if (group << 16 | elem) != ITEM:
-            raise FrameIndexError(
-                f"encapsulated Pixel Data must start with the Basic Offset Table item, found ({group:04X},{elem:04X})",
-                path=name, offset=header.pixel_offset,
-            )
-        self.first_item = header.pixel_offset + 8 + bot_length  # offsets are relative to this
-        size = source.size
-        if bot_length % 4 or (size is not None and self.first_item > size):
-            raise FrameIndexError(f"the Basic Offset Table length {bot_length} is invalid", path=name, offset=header.pixel_offset)
-
-        self.offsets: np.ndarray | None = None  # item-header offsets of each frame
-        self.lengths: np.ndarray | None = None
-        if header.extended_offsets is not None:
-            self.kind = "EOT"
-            self.offsets = self.first_item + header.extended_offsets.astype(np.int64)
-            self.lengths = header.extended_lengths.astype(np.int64)
-            if (header.extended_offsets > (1 << 62)).any() or (self.lengths < 0).any():
-                raise FrameIndexError("the Extended Offset Table holds impossible offsets", path=name, offset=header.pixel_offset)
-            # The index holds the table now; don't keep (and pickle) it twice.
-            header.extended_offsets = header.extended_lengths = None
-        elif bot_length and bot_length // 4 == number_of_frames:
-            raw = np.frombuffer(self.read(header.pixel_offset + 8, bot_length), dtype="<u4").astype(np.int64)
-            # Offsets past 4 GiB wrap around in 32 bits: add 2**32 at every step down.
-            wraps = np.concatenate([[0], np.cumsum(np.diff(raw) < 0)])
-            unwrapped = raw + (wraps << 32)
-            if raw[0] != 0:
-                raise FrameIndexError(f"the Basic Offset Table's first offset is {raw[0]}, not 0", path=name, offset=header.pixel_offset + 8)
-            self.kind = "BOT"
-            self.offsets = self.first_item + unwrapped
-        else:
-            # Empty BOT (or one that disagrees with Number of Frames): walk the items.
-            self.kind = "walked"
-        # The walk, started lazily (also used for the last frame of a BOT).
         self._frag_offsets = _Growing()  # item header offsets
         self._frag_lengths = _Growing()
         self._frame_starts = _Growing()  # index of each frame's first fragment
         self._cursor: Cursor | None = None
         self._walk_pos = self.first_item
         self._walk_done = False
-        self._walk_error: Exception | None = None
-        self._bot_last_end: int | None = None
+        self._walk_error: FrameIndexError | None = None
         self._last_fragment = 0  # length of the last fragment walked
 
-    # -- the walk --------------------------------------------------------------
     def _walk_step(self) -> bool:
         """Read one more item header; False when the walk has ended."""
         if self._walk_done:
@@ -291,7 +353,7 @@ class EncapsulatedFrameIndex(FrameIndex):
             # The file ends without a sequence delimiter: tolerate (partial files).
             self._walk_done = True
             return False
-        group, elem, length = _ITEM_HEADER.unpack(head)
+        group, elem, length = ITEM_HEADER.unpack(head)
         tag = group << 16 | elem
         if tag == SEQUENCE_DELIMITER:
             self._walk_done = True
@@ -303,7 +365,7 @@ class EncapsulatedFrameIndex(FrameIndex):
                 path=self.name, offset=pos,
             )
             return False
-        if length == 0xFFFFFFFF:
+        if length == UNDEFINED:
             self._walk_done = True
             self._walk_error = FrameIndexError("a fragment has undefined length", path=self.name, offset=pos)
             return False
@@ -343,77 +405,82 @@ class EncapsulatedFrameIndex(FrameIndex):
             for k in range(nfrag):
                 self._frame_starts.append(k)
 
-    def _walked_span(self, i: int) -> FrameSpan:
-        try:
-            self._walk_until(i)
-        except StorageError as exc:
-            raise exc.with_frame(i) from None
-        starts = self._frame_starts
-        if i >= starts.n:
-            if self._walk_error is not None:
-                raise type(self._walk_error)(self._walk_error.message, path=self.name, frame=i, offset=self._walk_error.offset)
-            raise FrameIndexError(
-                f"the pixel data holds only {starts.n} frames, not {self.number_of_frames}",
-                path=self.name, frame=i, offset=self._walk_pos,
-            )
-        first = starts.data[i]
-        if i + 1 < starts.n:
-            last = starts.data[i + 1] - 1
-        else:
-            if not self._walk_done:  # pragma: no cover - _walk_until guarantees it
-                raise AssertionError
-            last = self._frag_offsets.n - 1
-        off = int(self._frag_offsets.data[first])
-        end = int(self._frag_offsets.data[last] + 8 + self._frag_lengths.data[last])
-        return FrameSpan(i, off, end - off, items=True)
-
-    # -- public ----------------------------------------------------------------
     def span(self, i: int) -> FrameSpan:
         self.check(i)
         with self._lock:
-            if self.kind == "EOT":
-                return FrameSpan(i, int(self.offsets[i]), 8 + int(self.lengths[i]), items=True, payload=int(self.lengths[i]))
-            if self.kind == "BOT":
-                start = int(self.offsets[i])
-                if i + 1 < self.number_of_frames:
-                    end = int(self.offsets[i + 1])
-                else:
-                    try:
-                        end = self._bot_last_end or self._find_end(start)
-                    except StorageError as exc:
-                        raise exc.with_frame(i) from None
-                if end < start:
-                    raise FrameIndexError("the Basic Offset Table is not in increasing order", path=self.name, frame=i, offset=start)
-                if end == start:
-                    size = self.source.size
-                    if size is not None and start + 8 > size:
-                        raise TruncatedFileError(f"the file ends at {size}, before the frame's first fragment", path=self.name, frame=i, offset=start)
-                    raise FrameIndexError("the Basic Offset Table points at no fragment item", path=self.name, frame=i, offset=start)
-                return FrameSpan(i, start, end - start, items=True)
-            return self._walked_span(i)
-
-    def _find_end(self, start: int) -> int:
-        """The end of the last BOT frame: walk its items up to the delimiter."""
-        cur = Cursor(self.source, start, self.block, self.cache)
-        while True:
-            head = cur.peek(8)
-            if len(head) < 8:
-                break
-            group, elem, length = _ITEM_HEADER.unpack(head)
-            if (group << 16 | elem) != ITEM:
-                break
-            cur.skip(8 + length)
-        self._bot_last_end = cur.pos
-        return cur.pos
+            try:
+                self._walk_until(i)
+            except StorageError as exc:
+                raise exc.with_frame(i) from None
+            starts = self._frame_starts
+            if i >= starts.n:
+                if self._walk_error is not None:
+                    raise type(self._walk_error)(self._walk_error.message, path=self.name, frame=i, offset=self._walk_error.offset)
+                raise FrameIndexError(
+                    f"the pixel data holds only {starts.n} frames, not {self.number_of_frames}",
+                    path=self.name, frame=i, offset=self._walk_pos,
+                )
+            first = starts.data[i]
+            if i + 1 < starts.n:
+                last = starts.data[i + 1] - 1
+            else:
+                if not self._walk_done:  # pragma: no cover - _walk_until guarantees it
+                    raise AssertionError
+                last = self._frag_offsets.n - 1
+            off = int(self._frag_offsets.data[first])
+            end = int(self._frag_offsets.data[last] + 8 + self._frag_lengths.data[last])
+            return FrameSpan(i, off, end - off, items=True)
 
     def locate_all(self) -> None:
         self.walk_all()
         super().locate_all()
 
     def walk_all(self) -> int:
-        """Walk to the end (for `info`); returns the number of fragments."""
         with self._lock:
-            if self.kind == "walked":
-                self._walk_until(self.number_of_frames + 1)
-                return self._frag_offsets.n
-        return -1
+            self._walk_until(self.number_of_frames + 1)
+            return self._frag_offsets.n
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["_cursor"] = None  # holds a source and a block of bytes
+        return state
+
+
+def build_index(
+    header: Header, source: Source, number_of_frames: int | None = None, *,
+    frame_bits: int | None = None, be_swap: bool = False, block: int = 64 * 1024,
+) -> FrameIndex:
+    """The frame index for `header`'s pixel data in `source` (the data set's source).
+
+    `number_of_frames` defaults to the header's Number of Frames (1 when
+    absent). Native data needs `frame_bits`, the bits of one frame as stored
+    (`PixelFormat.native_frame_bits`), and `be_swap` (`PixelFormat.be_swap_ow`).
+    Encapsulated data: the Extended Offset Table where the file has one, else
+    the Basic Offset Table when it holds one offset per frame, else a walk
+    over the item headers (an empty table, or one that disagrees with Number
+    of Frames). `block` is the walk's read size.
+    """
+    frames = (header.get("NumberOfFrames") or 1) if number_of_frames is None else number_of_frames
+    if not isinstance(frames, int) or frames < 1:
+        raise InvalidFileError(f"Number of Frames is {frames!r}", path=header.name)
+    ts = header.transfer_syntax
+    if not ts.encapsulated:
+        if header.pixel_length is None:
+            raise InvalidFileError(
+                f"Pixel Data has undefined length but {ts.name} is not encapsulated",
+                path=header.name, offset=header.pixel_offset,
+            )
+        if frame_bits is None:
+            raise ValueError("native pixel data needs frame_bits, the bits of one frame as stored")
+        return NativeFrameIndex(header, source, frames, frame_bits, be_swap)
+    if header.pixel_length is not None:
+        raise InvalidFileError(
+            f"{ts.name} needs encapsulated Pixel Data, but its length is defined",
+            path=header.name, offset=header.pixel_offset,
+        )
+    table_length = basic_offset_table_length(header, source, block)
+    if header.extended_offsets is not None:
+        return ExtendedOffsetTableIndex(header, source, frames, block, table_length=table_length)
+    if table_length and table_length // 4 == frames:
+        return BasicOffsetTableIndex(header, source, frames, block, table_length=table_length)
+    return WalkedIndex(header, source, frames, ts.frame_start_markers, block, table_length=table_length)

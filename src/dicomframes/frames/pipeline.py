@@ -16,10 +16,10 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from dicomframes.errors import DecodeError, DicomFramesError, TruncatedFileError
-from dicomframes.frames.fetch import fetch
-from dicomframes.frames.index import FrameSpan
+from dicomframes.frames.fetch import FrameBytes
+from dicomframes.frames.frame_source import FrameSource
+from dicomframes.frames.span import FrameSpan
 from dicomframes.io.policy import FetchPolicy
-from dicomframes.io.source import Source
 
 
 def _result(span: FrameSpan, future: Future, name: str):
@@ -58,8 +58,7 @@ class _Failed:
 
 def iterate(
     indices: Iterable[int],
-    locate: Callable[[int], FrameSpan],
-    source: Source,
+    source: FrameSource,
     policy: FetchPolicy,
     decode: Callable,
     pool: Executor | None,
@@ -68,7 +67,7 @@ def iterate(
     pickled: bool = False,
     chunk: int = 1,
 ) -> Iterator[np.ndarray]:
-    """Yield decoded frames of `indices` in order.
+    """Yield decoded frames of `indices` (valid frame numbers) of `source`, in order.
 
     With a `pool` (threads, or processes when `pickled`), `decode` takes lists
     of up to `chunk` (span, bytes) pairs and returns a list of arrays that
@@ -97,7 +96,7 @@ def iterate(
         failed: _Failed | None = None
         for i in todo:
             try:
-                span = locate(i)
+                span = source.locate(i)
             except DicomFramesError as exc:  # raised after the frames before it
                 failed = _Failed(exc)
                 break
@@ -110,8 +109,9 @@ def iterate(
                 break
         if not spans:
             return [failed] if failed else None
+        out: list[tuple[FrameSpan, FrameBytes] | _Failed]
         try:
-            blobs = fetch(source, spans, policy)
+            blobs = source.read_many(spans, policy)
             out = [(span, blobs[span]) for span in spans]
         except TruncatedFileError:
             # A partial file: fetch frame by frame so that the frames wholly
@@ -119,7 +119,7 @@ def iterate(
             out = []
             for span in spans:
                 try:
-                    out.append((span, fetch(source, [span], policy)[span]))
+                    out.append((span, source.read_many([span], policy)[span]))
                 except TruncatedFileError as exc:
                     out.append(_Failed(exc))
                     break

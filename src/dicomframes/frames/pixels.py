@@ -3,26 +3,25 @@
 The one place that reproduces ``pydicom.pixels.pixel_array``: dtype from Bits
 Allocated and Pixel Representation, unused-bit and sign corrections, planar
 configuration, YBR_FULL_422 expansion and YBR -> RGB conversion. Arrays come
-back writeable and in native byte order.
+back writeable and in native byte order. What depends on the codec (codestream
+parameters and checks, colour hints, sign corrections) is asked of its family
+(`dicomframes.frames.codecs.families`).
 """
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
-from dicomframes._dicom.codestream import (
-    j2k_parameters,
-    jpeg_parameters,
-    rle_parameters,
-)
 from dicomframes._dicom.syntaxes import TransferSyntax
 from dicomframes.errors import DecodeError, InvalidFileError
 from dicomframes.frames.codecs import Decoded, FrameContext
+from dicomframes.frames.codecs.families import CodecFamily, Params, family_for, shift_out_high_bits
 from dicomframes.frames.header import Header
-from dicomframes.frames.index import FrameSpan
+from dicomframes.frames.span import FrameSpan
 
 _YBR = ("YBR_FULL", "YBR_FULL_422")
 _YBR_TO_RGB = np.asarray(
@@ -188,13 +187,17 @@ class PixelFormat:
         return (self.rows, self.columns, self.samples_per_pixel)
 
     @property
+    def family(self) -> CodecFamily:
+        return family_for(self.ts)
+
+    @property
     def be_swap_ow(self) -> bool:
         return (
             not self.ts.little_endian and self.bits_allocated == 8
             and self.keyword == "PixelData" and self.vr == "OW"
         )
 
-    def context(self, params: dict | None = None, as_rgb: bool = True) -> FrameContext:
+    def context(self, params: Params | None = None, as_rgb: bool = True) -> FrameContext:
         """What a backend needs to know; the colour space as the codestream reveals it."""
         return FrameContext(
             self.rows, self.columns, self.samples_per_pixel, self.bits_allocated, self.bits_stored,
@@ -214,7 +217,7 @@ class PixelFormat:
             bits = np.unpackbits(np.frombuffer(data, dtype="u1"), bitorder="little")
             arr = bits[span.bit_offset : span.bit_offset + self.pixels_per_frame]
         else:
-            order = "<" if self.ts.little_endian else ">"
+            order: Literal["<", ">"] = "<" if self.ts.little_endian else ">"
             arr = np.frombuffer(data, dtype=dtype.newbyteorder(order))
             if order == ">":
                 arr = arr.astype(dtype.newbyteorder("="))
@@ -229,74 +232,52 @@ class PixelFormat:
             arr, pi = out, "YBR_FULL"
         arr = self._reshape(arr, self.planar_configuration)
         if self.keyword == "PixelData" and self.bits_allocated > self.bits_stored:
-            arr = self._shift(arr, self.bits_allocated - self.bits_stored)
+            arr = shift_out_high_bits(arr, self.bits_allocated - self.bits_stored)
         return self._colour(arr, pi, as_rgb)
 
     # -- encapsulated ----------------------------------------------------------------
-    def codestream_parameters(self, src: bytes) -> dict:
-        codec = self.ts.codec
-        if codec in ("j2k", "htj2k"):
-            return j2k_parameters(src)
-        if codec in ("jpeg", "jpegls"):
-            return jpeg_parameters(src)
-        if codec == "rle":
-            return rle_parameters(src)
-        return {}
+    def codestream_parameters(self, src: bytes) -> Params:
+        return self.family.parameters(src)
 
-    def check_codestream(self, params: dict, frame: int) -> None:
-        """Refuse a codestream whose size disagrees with the header before decoding it."""
-        if self.ts.codec == "rle":
-            # Decoders trust these offsets; a corrupt header crashed one of them.
-            expected = self.samples_per_pixel * max(1, self.bits_allocated // 8)
-            offsets = params.get("offsets", [])
-            ok = (
-                params.get("segments") == expected and offsets and offsets[0] == 64
-                and all(a < b for a, b in zip(offsets, offsets[1:])) and offsets[-1] < params["length"]
-            )
-            if not ok:
-                raise DecodeError(
-                    f"the RLE header is invalid: {params.get('segments')} segments at {offsets} "
-                    f"(expected {expected} segments in {params.get('length', 0)} bytes)",
-                    path=self.name, frame=frame,
-                )
-            return
-        height, width = params.get("height"), params.get("width")
-        if height and width and (height, width) != (self.rows, self.columns):
-            raise DecodeError(
-                f"the codestream is {width}x{height} but the header says {self.columns}x{self.rows}",
-                path=self.name, frame=frame,
-            )
+    def check_codestream(self, params: Params, frame: int) -> None:
+        """Refuse a codestream the header contradicts (size, RLE segments) before decoding it."""
+        self.family.check(params, self, frame)
 
-    def photometric_for(self, params: dict) -> str:
-        """pydicom's reading of the colour space from JPEG/JPEG-LS codestream hints."""
-        pi = self.photometric_interpretation
-        if self.ts.codec not in ("jpeg", "jpegls") or self.samples_per_pixel != 3:
-            return pi
-        if params.get("component_ids") in ([82, 71, 66], [114, 103, 98]):
-            return "RGB"
-        ybr = "YBR_FULL_422" if self.ts.uid == "1.2.840.10008.1.2.4.50" else "YBR_FULL"
-        for marker in params.get("app", {}).values():
-            if marker.startswith(b"JFIF") and "YBR" not in pi:
-                return ybr
+    def photometric_for(self, params: Params) -> str:
+        """pydicom's reading of the colour space, with the codestream's hints (JPEG, JPEG-LS)."""
+        return self.family.photometric(params, self)
+
+    @property
+    def colour_from_codestream(self) -> bool:
+        """The frames' colour space depends on their codestream, not on the header alone."""
+        return self.family.colour_hints and self.samples_per_pixel == 3
+
+    def output_photometric(self, params: Params, as_rgb: bool) -> str:
+        """The colour space of the frames `from_native` / `from_decoded` return, for a
+        codestream declaring `params` (the first frame's, where `colour_from_codestream`)."""
+        pi = self.family.decoded_photometric(self.photometric_for(params))
+        spp = self.samples_per_pixel
+        if spp == 3 and pi == "YBR_FULL_422" and self.bits_allocated != 1:
+            pi = "YBR_FULL"  # expanded (native) or upsampled by the codec: full resolution
+        if as_rgb and spp == 3 and pi == "YBR_FULL":
+            pi = "RGB"
         return pi
 
-    def from_decoded(self, decoded: Decoded, params: dict, frame: int, as_rgb: bool = True) -> np.ndarray:
-        codec = self.ts.codec
-        pi = decoded.photometric_interpretation or self.photometric_for(params)
-        if codec in ("j2k", "htj2k") and pi in ("YBR_ICT", "YBR_RCT"):
-            pi = "RGB"  # the codec applied the inverse colour transform
+    def from_decoded(self, decoded: Decoded, params: Params, frame: int, as_rgb: bool = True) -> np.ndarray:
+        family = self.family
+        pi = family.decoded_photometric(decoded.photometric_interpretation or family.photometric(params, self))
         dtype = self.dtype
         src_dtype = _dtype(decoded.bits_allocated or self.bits_allocated, self.pixel_representation)
         buf = decoded.data
         n = self.pixels_per_frame
-        if self.bits_allocated == 1 and codec in ("encapsulated-native", "deflate-frames"):
+        if self.bits_allocated == 1 and family.pixel_bytes:
             bits = np.unpackbits(np.frombuffer(buf, dtype="u1"), bitorder="little")
             if len(bits) < n:
                 raise DecodeError(f"the frame holds {len(bits)} pixels, expected {n}", path=self.name, frame=frame)
             arr = bits[:n].copy()
         else:
             raw = np.frombuffer(buf, dtype=src_dtype.newbyteorder("<"))
-            if raw.size < n or (raw.size > n and codec not in ("encapsulated-native", "deflate-frames")):
+            if raw.size < n or (raw.size > n and not family.pixel_bytes):
                 raise DecodeError(
                     f"the decoder returned {raw.size} values, expected {n} "
                     f"({self.rows}x{self.columns}x{self.samples_per_pixel})",
@@ -309,18 +290,9 @@ class PixelFormat:
                 arr[:] = raw[:n]
         planar = decoded.planar_configuration
         if planar is None:
-            planar = self.planar_configuration if codec in ("encapsulated-native", "deflate-frames") else 0
+            planar = self.planar_configuration if family.pixel_bytes else 0
         arr = self._reshape(arr, planar)
-        if codec in ("j2k", "htj2k"):
-            precision = params.get("precision", self.bits_stored)
-            signed = params.get("is_signed", bool(self.pixel_representation))
-            if pi in ("MONOCHROME1", "MONOCHROME2") and signed != bool(self.pixel_representation):
-                arr = self._shift(arr, 8 * arr.dtype.itemsize - precision)
-        elif codec == "jpegls":
-            if self.pixel_representation == 1:
-                arr = self._shift(arr, 8 * arr.dtype.itemsize - params.get("precision", self.bits_stored))
-        elif self.bits_allocated > self.bits_stored:
-            arr = self._shift(arr, self.bits_allocated - self.bits_stored)
+        arr = shift_out_high_bits(arr, family.sign_shift(params, pi, arr.dtype.itemsize, self))
         return self._colour(arr, pi, as_rgb)
 
     # -- shared steps ------------------------------------------------------------------
@@ -330,16 +302,6 @@ class PixelFormat:
         if planar == 0:
             return arr.reshape(self.rows, self.columns, self.samples_per_pixel)
         return arr.reshape(self.samples_per_pixel, self.rows, self.columns).transpose(1, 2, 0)
-
-    @staticmethod
-    def _shift(arr: np.ndarray, shift: int) -> np.ndarray:
-        if shift <= 0:
-            return arr
-        if not arr.flags.writeable:
-            arr = arr.copy()
-        np.left_shift(arr, shift, out=arr)
-        np.right_shift(arr, shift, out=arr)
-        return arr
 
     @staticmethod
     def _colour(arr: np.ndarray, pi: str, as_rgb: bool) -> np.ndarray:

@@ -18,6 +18,7 @@ import os
 import sys
 import threading
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 
 def available_cores() -> int:
@@ -34,6 +35,19 @@ def _context():
     return multiprocessing.get_context("spawn")  # macOS, Windows: needs a main guard
 
 
+def _broken(executor: ProcessPoolExecutor) -> bool:
+    """Whether a worker died (a codec crashed it), which leaves the pool unusable.
+
+    The public way to ask: a broken pool refuses new work with
+    `BrokenProcessPool`. A healthy one runs the probe, a no-op, unawaited.
+    """
+    try:
+        executor.submit(os.getpid)
+    except BrokenProcessPool:
+        return True
+    return False
+
+
 class ProcessPool:
     """One reader's worker processes; safe to share between its threads."""
 
@@ -48,16 +62,17 @@ class ProcessPool:
             if self._pid != os.getpid():
                 # Forked (a data loader's worker): the parent's pool is not ours.
                 self._executor, self._pid = None, os.getpid()
-            broken = self._executor is not None and getattr(self._executor, "_broken", False)
-            if self._executor is None or broken:
-                if broken:
-                    self._executor.shutdown(wait=False, cancel_futures=True)
+            executor = self._executor
+            if executor is not None and _broken(executor):
+                executor.shutdown(wait=False, cancel_futures=True)
+                executor = None
+            if executor is None:
                 self.workers = workers
-                self._executor = ProcessPoolExecutor(workers, mp_context=_context())
+                executor = self._executor = ProcessPoolExecutor(workers, mp_context=_context())
                 # Start every worker now (fork launches them all on the first submit).
-                self._executor.submit(os.getpid).result()
+                executor.submit(os.getpid).result()
             # A pool already running keeps its size: another thread may be using it.
-            return self._executor
+            return executor
 
     def shutdown(self, wait: bool = True) -> None:
         with self._lock:

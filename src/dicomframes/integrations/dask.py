@@ -7,9 +7,9 @@ the graph, one task per chunk of frames or of tiles) are built by
 
 from __future__ import annotations
 
-import os
-from typing import Any, Iterable
+from typing import Any
 
+from dicomframes.io.resolve import inputs
 from dicomframes.reader import Reader, open_all
 from dicomframes.reader import open as open_reader
 from dicomframes.views.dask_graph import (
@@ -26,24 +26,15 @@ from dicomframes.views.dask_graph import (
 __all__ = ["to_dask", "reader_to_dask", "slide_to_dask", "io_stats", "reset_io_stats"]
 
 
-def _is_many(src: Any) -> bool:
-    if isinstance(src, (str, bytes, bytearray, memoryview, os.PathLike)):
-        return False
-    if isinstance(src, tuple) and len(src) == 2 and not isinstance(src[0], (str, os.PathLike)):
-        return False  # one (filesystem, path) pair
-    if hasattr(src, "read") or hasattr(src, "frame"):
-        return False  # a file object, or a reader
-    return isinstance(src, Iterable)
-
-
 def to_dask(src: Any, frames_per_chunk: int = 64, **open_options: Any):
     """The frames of one file, or of many files joined, as a lazy dask array.
 
     Parameters
     ----------
-    src : path, URL, (filesystem, path), Reader, or a list of them
+    src : path, URL, (filesystem, path), bytes, binary file, Reader, or a list of them
         One file, or many whose frames share shape and dtype: their frames are
-        joined along the first axis in the order given.
+        joined along the first axis in the order given. What is one file and
+        what is many is decided by `dicomframes.io.resolve.inputs`.
     frames_per_chunk : int
         Frames per chunk (and per task). A chunk never spans two files.
     **open_options
@@ -72,7 +63,7 @@ def to_dask(src: Any, frames_per_chunk: int = 64, **open_options: Any):
     """
     frames_per_chunk = check_chunk(frames_per_chunk, "frames_per_chunk")
     require_dask()
-    items = list(src) if _is_many(src) else [src]
+    items = inputs(src)
     if not items:
         raise ValueError("to_dask needs at least one file")
     if open_options and any(isinstance(i, Reader) for i in items):

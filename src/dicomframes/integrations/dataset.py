@@ -19,23 +19,15 @@ loader, started by fork or by spawn:
 
 from __future__ import annotations
 
-import os
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from dicomframes.io.resolve import inputs
 from dicomframes.reader import Reader, open_all
 from dicomframes.reader import open as open_reader
 
 __all__ = ["FrameDataset"]
-
-
-def _many(sources: Any) -> list[Any]:
-    if isinstance(sources, (str, bytes, os.PathLike)) or hasattr(sources, "frame"):
-        return [sources]
-    if isinstance(sources, tuple) and len(sources) == 2 and not isinstance(sources[0], (str, os.PathLike)):
-        return [sources]  # one (filesystem, path) pair
-    return list(sources)
 
 
 class FrameDataset:
@@ -46,9 +38,11 @@ class FrameDataset:
 
     Parameters
     ----------
-    sources : path, URL, Reader, or a sequence of them
-        The files, in order. Readers given are used (not closed by `close`);
-        everything else is opened with ``dicomframes.open(src, **open_options)``.
+    sources : path, URL, (filesystem, path), bytes, binary file, Reader, or a sequence of them
+        The files, in order; one of them alone is one file (bytes are never
+        iterated: `dicomframes.io.resolve.inputs` decides). Readers given are
+        used (not closed by `close`); everything else is opened with
+        ``dicomframes.open(src, **open_options)``.
     return_index : bool
         Items are ``(frame, (file_index, frame_index))`` instead of the frame.
     transform : callable, optional
@@ -71,7 +65,7 @@ class FrameDataset:
         build_index: bool = True,
         **open_options: Any,
     ) -> None:
-        items = _many(sources)
+        items = inputs(sources)
         self.return_index = return_index
         self.transform = transform
         self._owned = [not isinstance(item, Reader) for item in items]

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from dicomframes.errors import TruncatedFileError
-from dicomframes.io.source import Source
+
+if TYPE_CHECKING:  # a Source makes its BlockCache: at run time this module needs none of it
+    from dicomframes.io.source import Source
 
 
 class BlockCache:
@@ -32,6 +34,9 @@ class BlockCache:
     Blocks a sequential reader has consumed (a read ran through their end) are
     dropped at once (`consumed`), so iterating in order keeps only the blocks
     still ahead of it.
+
+    Each `Source` owns one (``source.block_cache``); readers of the source that
+    need room for more blocks ask for it with `reserve`.
     """
 
     def __init__(self, capacity: int) -> None:
@@ -48,6 +53,12 @@ class BlockCache:
     @property
     def nbytes(self) -> int:
         return self._bytes
+
+    def reserve(self, capacity: int) -> None:
+        """Keep up to `capacity` bytes from now on; a smaller request leaves
+        the capacity as it is (another reader of the source may need it)."""
+        with self._lock:
+            self.capacity = max(self.capacity, int(capacity))
 
     def add(self, offset: int, data: bytes) -> None:
         """Keep `data`, the bytes at `offset` (evicting the oldest blocks if needed)."""
@@ -135,11 +146,11 @@ class BlockCache:
                 self._bytes -= len(self._blocks.pop(start))
 
     # Caches are per process and hold bytes: never pickle their contents.
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, int]:
         return {"capacity": self.capacity}
 
-    def __setstate__(self, state):
-        self.__init__(state["capacity"])
+    def __setstate__(self, state: dict[str, int]) -> None:
+        type(self).__init__(self, state["capacity"])
 
 
 def read_through(source: Source, cache: BlockCache | None, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
@@ -181,17 +192,22 @@ class Cursor:
     """A read position over `source` that reads `block` bytes at a time.
 
     With a `cache`, bytes are taken from it where it holds them, and every
-    block read from the source is added to it. Without one, the cache the
-    source carries (``source.block_cache``), if any, is consulted but not added to.
+    block read from the source is added to it. Without one, the source's own
+    cache (``source.block_cache``) is consulted but not added to. `buffered`
+    is bytes at `offset` the caller has already read: the cursor starts with
+    them and does not read them again.
     """
 
-    def __init__(self, source: Source, offset: int = 0, block: int = 64 * 1024, cache: BlockCache | None = None) -> None:
+    def __init__(
+        self, source: Source, offset: int = 0, block: int = 64 * 1024, cache: BlockCache | None = None,
+        *, buffered: bytes = b"",
+    ) -> None:
         self.source = source
         self.pos = offset
         self.block = block
         self.cache = cache
-        self._buf = b""
-        self._buf_start = 0
+        self._buf = buffered
+        self._buf_start = offset
 
     def _buffered(self, n: int) -> bytes:
         """Bytes at the position, up to `n`, served from the block buffer."""
@@ -202,11 +218,9 @@ class Cursor:
         keep = self._buf[rel:] if 0 <= rel < len(self._buf) else b""
         start = self.pos + len(keep)
         want = max(n, self.block) - len(keep)
-        more = b""
-        # Bytes already read: our cache, else the one the source carries (read only).
+        # Bytes already read: our cache, else the source's own (read only).
         cache = self.cache if self.cache is not None else self.source.block_cache
-        if cache is not None:
-            more = cache.run(start, want)
+        more = cache.run(start, want)
         if len(keep) + len(more) < n:
             at = start + len(more)
             read_from = at

@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import threading
 import zlib
+from typing import Any
 
 from dicomframes.errors import InvalidFileError
 from dicomframes.io.source import Source
@@ -98,11 +99,15 @@ class InflatedSource(Source):
     def close(self) -> None:
         self.raw.close()
 
-    def __getstate__(self):
+    def reopen(self) -> "InflatedSource":
+        """A fresh inflated stream over a fresh handle on the raw file."""
+        return InflatedSource(self.raw.reopen(), self.start)
+
+    def __getstate__(self) -> dict[str, Any]:
         return {"raw": self.raw, "start": self.start}  # checkpoints are rebuilt on use
 
-    def __setstate__(self, state):
-        self.__init__(state["raw"], state["start"])
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        type(self).__init__(self, state["raw"], state["start"])
 
 
 class _Ended:

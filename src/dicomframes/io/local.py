@@ -6,10 +6,13 @@ import io
 import os
 import threading
 import time
-from typing import BinaryIO, Sequence
+from typing import TYPE_CHECKING, Any, BinaryIO, Sequence
 
 from dicomframes.errors import StorageError
 from dicomframes.io.source import Source
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 
 class LocalFileSource(Source):
@@ -32,19 +35,29 @@ class LocalFileSource(Source):
         self._pid = os.getpid()
         self.size = os.fstat(self._fd).st_size
 
-    def _fileno(self) -> int:
+    def _fileno(self, offset: int, size: int) -> int:
         # After fork the descriptor is shared with the parent; preads do not move
         # a shared position, but closing in one process must not break the other.
         if self._fd is None or self._pid != os.getpid():
             with self._lock:
                 if self._fd is None or self._pid != os.getpid():
                     if self._fd is None and self._pid == os.getpid():
-                        raise StorageError("read from a closed source", path=self.path)
+                        raise StorageError("read from a closed source", path=self.path, offset=offset, byte_range=(offset, size))
                     self._open()
         return self._fd  # type: ignore[return-value]
 
+    def _failed(self, exc: OSError, offset: int, size: int) -> StorageError:
+        """A local read that failed (EIO, a file turned directory): a StorageError like remote ones."""
+        return StorageError(f"cannot read {size} bytes: {exc.strerror or exc}", path=self.path, offset=offset, byte_range=(offset, size))
+
     def _read(self, offset: int, size: int) -> bytes:
-        fd = self._fileno()
+        try:
+            return self._pread(offset, size)
+        except OSError as exc:
+            raise self._failed(exc, offset, size) from exc
+
+    def _pread(self, offset: int, size: int) -> bytes:
+        fd = self._fileno(offset, size)
         if hasattr(os, "pread"):
             chunks = []
             while size > 0:
@@ -61,16 +74,20 @@ class LocalFileSource(Source):
 
     direct_reads = hasattr(os, "preadv")
 
-    def read_into(self, offset: int, buffers: Sequence) -> int:
+    def read_into(self, offset: int, buffers: Sequence[WriteableBuffer]) -> int:
         """Fill writable `buffers`, in order, with the bytes from `offset` (``preadv``:
         one system call for up to 1024 buffers). Returns the bytes read, fewer
         only at the end of the file."""
-        fd = self._fileno()
+        views = [v for v in (memoryview(b).cast("B") for b in buffers) if len(v)]  # bytes, whatever the item size
+        wanted = sum(len(v) for v in views)
+        fd = self._fileno(offset, wanted)
         start = time.perf_counter()
-        views = [memoryview(b) for b in buffers if len(b)]
         total = requests = i = 0
         while i < len(views):
-            n = os.preadv(fd, views[i : i + 1024], offset)
+            try:
+                n = os.preadv(fd, views[i : i + 1024], offset)
+            except OSError as exc:
+                raise self._failed(exc, offset, wanted - total) from exc
             requests += 1
             if not n:
                 break
@@ -95,11 +112,11 @@ class LocalFileSource(Source):
     def reopen(self) -> "LocalFileSource":
         return LocalFileSource(self.path)
 
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, str]:
         return {"path": self.path}
 
-    def __setstate__(self, state):
-        self.__init__(state["path"])
+    def __setstate__(self, state: dict[str, str]) -> None:
+        type(self).__init__(self, state["path"])
 
     def __del__(self):
         try:
@@ -126,20 +143,27 @@ class FileObjectSource(Source):
             fileobj.seek(here)
 
     def _read(self, offset: int, size: int) -> bytes:
-        with self._lock:
-            here = self.fileobj.tell()
-            try:
-                self.fileobj.seek(offset)
-                chunks = []
-                while size > 0:
-                    chunk = self.fileobj.read(size)
-                    if not chunk:
-                        break
-                    chunks.append(chunk)
-                    size -= len(chunk)
-                return b"".join(chunks)
-            finally:
-                self.fileobj.seek(here)
+        # ValueError: what a closed file object raises on any call.
+        try:
+            with self._lock:
+                here = self.fileobj.tell()
+                try:
+                    self.fileobj.seek(offset)
+                    chunks = []
+                    left = size
+                    while left > 0:
+                        chunk = self.fileobj.read(left)
+                        if not chunk:
+                            break
+                        chunks.append(chunk)
+                        left -= len(chunk)
+                    return b"".join(chunks)
+                finally:
+                    self.fileobj.seek(here)
+        except (OSError, ValueError) as exc:
+            raise StorageError(
+                f"cannot read {size} bytes from the file object: {exc}", path=self.name, offset=offset, byte_range=(offset, size),
+            ) from exc
 
     def __getstate__(self):
         raise TypeError("a reader over an open file object cannot be pickled; open it by path or URL")
@@ -157,8 +181,8 @@ class BytesSource(Source):
     def _read(self, offset: int, size: int) -> bytes:
         return bytes(self._data[offset : offset + size])
 
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, Any]:
         return {"data": bytes(self._data), "name": self.name, "stats": self.stats}
 
-    def __setstate__(self, state):
-        self.__init__(state["data"], state["name"])
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        type(self).__init__(self, state["data"], state["name"])

@@ -27,12 +27,14 @@ import threading
 import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 from dicomframes.errors import StorageError
-from dicomframes.io.cursor import BlockCache
 from dicomframes.io.policy import FetchPolicy
 from dicomframes.io.source import Range, Source
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fsspec.spec import AbstractFileSystem
 
 KiB, MiB = 1 << 10, 1 << 20
 
@@ -66,13 +68,14 @@ _TRANSIENT_ERRNOS = {
 _PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 
 
-def _chain(exc: BaseException, depth: int = 6):
+def _chain(exc: BaseException, depth: int = 6) -> Iterator[BaseException]:
     """`exc` and the exceptions it was raised from."""
     seen = set()
-    while exc is not None and depth and id(exc) not in seen:
-        seen.add(id(exc))
-        yield exc
-        exc = exc.__cause__ or exc.__context__
+    e: BaseException | None = exc
+    while e is not None and depth and id(e) not in seen:
+        seen.add(id(e))
+        yield e
+        e = e.__cause__ or e.__context__
         depth -= 1
 
 
@@ -128,16 +131,18 @@ def _out_of_range(exc: BaseException) -> bool:
     return False
 
 
-def _describe(exc: BaseException) -> str:
+def _describe(exc: BaseException | None) -> str:
+    if exc is None:  # no attempt failed (a retry loop that never ran)
+        return "no attempt was made"
     text = str(exc).strip() or type(exc).__name__
     return f"{type(exc).__name__}: {text}" if type(exc).__name__ not in text else text
 
 
 #: fsspec filesystems this process inherited through a fork: kept alive, never closed here
-_INHERITED: list = []
+_INHERITED: list[Any] = []
 
 
-def _disarm(filesystems) -> None:
+def _disarm(filesystems: Iterable[Any]) -> None:
     """Keep `filesystems` (a forked parent's) alive here, and never close them.
 
     An async fsspec filesystem closes its connection pool when it is garbage
@@ -152,7 +157,10 @@ def _disarm(filesystems) -> None:
         return
     _INHERITED.extend(filesystems)
     ids = {id(fs) for fs in filesystems}
-    registry = getattr(weakref.finalize, "_registry", None)  # CPython's; absent: keeping them alive suffices
+    # weakref.finalize offers no public way to find the finalizers of an object
+    # it did not register for us (fsspec registers them): read CPython's
+    # registry; where it is absent, keeping the instances alive suffices.
+    registry = getattr(weakref.finalize, "_registry", None)
     if isinstance(registry, dict):
         for fin, info in list(registry.items()):
             target = getattr(info, "weakref", None)
@@ -167,13 +175,17 @@ def _after_fork_in_child() -> None:
         from fsspec.spec import AbstractFileSystem
     except ImportError:  # pragma: no cover - fsspec is a dependency
         return
-    found, stack, seen = [], [AbstractFileSystem], set()
+    found: list[AbstractFileSystem] = []
+    stack: list[type[AbstractFileSystem]] = [AbstractFileSystem]
+    seen: set[type[AbstractFileSystem]] = set()
     while stack:
         cls = stack.pop()
         if cls in seen:
             continue
         seen.add(cls)
         stack.extend(cls.__subclasses__())
+        # fsspec has no public list of its cached instances (only clear_instance_cache):
+        # each filesystem class keeps them in its own `_cache` dict.
         cache = cls.__dict__.get("_cache")
         if isinstance(cache, dict):
             found.extend(cache.values())
@@ -234,7 +246,7 @@ class FsspecSource(Source):
     def __init__(
         self,
         url_or_path: str,
-        fs: Any = None,
+        fs: AbstractFileSystem | None = None,
         *,
         header_block: int | None = None,
         walk_block: int | None = None,
@@ -273,8 +285,8 @@ class FsspecSource(Source):
         self.size = None
         #: the first bytes of the file, once read (reads inside them cost nothing)
         self._head = b""
-        #: bytes already read that readers may reuse (the frame index adds to it)
-        self.block_cache = BlockCache(self.header_block)
+        # Room for the file's first bytes, which read_ranges keeps in the block cache.
+        self.block_cache.reserve(self.header_block)
         #: retries made so far (attempts beyond the first of each range)
         self.retries = 0
         self.name = self.url
@@ -593,7 +605,7 @@ class FsspecSource(Source):
         self._closed = False
         self.size = state["size"]
         self._head = b""
-        self.block_cache = BlockCache(self.header_block)
+        self.block_cache.reserve(self.header_block)  # Source.__init__ made it, empty
         self.retries = 0
         self.name = self.url
         if self._given_fs is not None:

@@ -2,12 +2,13 @@
 
 One place decides what an input is, so `dicomframes.open`, whole-slide folders,
 Dask arrays and data loaders agree (`is_single` says whether an input names one
-file or is a collection of them).
+file or is a collection of them; `inputs` lists what it names).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from typing import Any
 
 from dicomframes.io.local import BytesSource, FileObjectSource, LocalFileSource
@@ -27,9 +28,14 @@ def local_path(text: str) -> str:
     return text[len("file://") :] if text.startswith("file://") else text
 
 
+def is_filesystem(fs: Any) -> bool:
+    """An fsspec filesystem instance: it has the range reads `FsspecSource` makes."""
+    return not isinstance(fs, type) and callable(getattr(fs, "cat_file", None)) and hasattr(fs, "protocol")
+
+
 def is_fs_pair(src: Any) -> bool:
-    """An ``(fsspec filesystem, path)`` pair (not a pair of paths)."""
-    return isinstance(src, tuple) and len(src) == 2 and not isinstance(src[0], (str, bytes, os.PathLike))
+    """An ``(fsspec filesystem, path)`` pair (not a pair of paths, files or readers)."""
+    return isinstance(src, tuple) and len(src) == 2 and isinstance(src[1], (str, os.PathLike)) and is_filesystem(src[0])
 
 
 def is_single(src: Any) -> bool:
@@ -37,6 +43,17 @@ def is_single(src: Any) -> bool:
     if isinstance(src, (str, bytes, bytearray, memoryview, os.PathLike, Source)) or is_fs_pair(src):
         return True
     return hasattr(src, "read") or hasattr(src, "frame")  # a file object, or a reader
+
+
+def inputs(src: Any) -> list[Any]:
+    """The inputs `src` names, as a list: ``[src]`` for one file, else its items.
+
+    Anything neither single nor iterable is one input too, so that opening it
+    says what it cannot open rather than that it is not iterable.
+    """
+    if is_single(src) or not isinstance(src, Iterable):
+        return [src]
+    return list(src)
 
 
 def source_for(src: Any, storage_options: dict[str, Any]) -> Source:
@@ -50,7 +67,7 @@ def source_for(src: Any, storage_options: dict[str, Any]) -> Source:
         return BytesSource(src)
     if hasattr(src, "read") and hasattr(src, "seek"):
         fs, fs_path = getattr(src, "fs", None), getattr(src, "path", None)
-        if fs is not None and isinstance(fs_path, str) and not isinstance(fs, type):
+        if isinstance(fs_path, str) and is_filesystem(fs):
             # An fsspec file: read planned ranges through its filesystem, not
             # through the file's read-ahead cache (which multiplies the bytes).
             from dicomframes.io.remote import FsspecSource

@@ -11,13 +11,14 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from dicomframes.errors import TruncatedFileError
+from dicomframes.io.cursor import BlockCache
 from dicomframes.io.policy import FetchPolicy
 
 if TYPE_CHECKING:
-    from dicomframes.io.cursor import BlockCache
+    from _typeshed import WriteableBuffer
 
 Range = tuple[int, int]  # (offset, size)
 
@@ -40,10 +41,10 @@ class SourceStats:
     def as_dict(self) -> dict[str, float]:
         return {"requests": self.requests, "bytes": self.bytes, "seconds": round(self.seconds, 6)}
 
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, float]:
         return {"requests": self.requests, "bytes": self.bytes, "seconds": self.seconds}
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
 
@@ -53,6 +54,12 @@ class Source(ABC):
 
     Subclasses implement ``_read`` (one request) and may override
     ``_read_many`` (several requests at once, e.g. concurrently).
+
+    Every source owns a `BlockCache`, ``block_cache``: blocks already read (the
+    header's first read, the walk's blocks) that fetches take bytes from
+    before asking storage. It starts empty, holding nothing until a reader of
+    the source asks for room with ``block_cache.reserve(capacity)`` (the frame
+    index does); it pickles empty, as each process reads its own bytes.
     """
 
     #: the path or URL, used in error messages
@@ -63,10 +70,9 @@ class Source(ABC):
     header_block: int = 64 * 1024
     #: block size for the walk over item headers (and other small sequential reads)
     walk_block: int = 64 * 1024
-    #: blocks already read (the header's first read, the walk's blocks) that
-    #: fetches take bytes from before asking storage; set by the frame index
-    block_cache: "BlockCache | None" = None
-    #: the source has ``read_into(offset, buffers)``, reading straight into them
+    #: blocks already read that fetches reuse (made in ``__init__``, see above)
+    block_cache: BlockCache
+    #: ``read_into(offset, buffers)`` reads straight into the buffers (else it reads, then copies)
     direct_reads: bool = False
     #: attempts beyond the first of each request, so far (sources that retry count them)
     retries: int = 0
@@ -77,6 +83,7 @@ class Source(ABC):
 
     def __init__(self) -> None:
         self.stats = SourceStats()
+        self.block_cache = BlockCache(0)
 
     # -- what subclasses provide -------------------------------------------------
     @abstractmethod
@@ -110,6 +117,21 @@ class Source(ABC):
         out = self._read_many(ranges)
         self.stats.add(len(ranges), sum(map(len, out)), time.perf_counter() - start)
         return out
+
+    def read_into(self, offset: int, buffers: Sequence[WriteableBuffer]) -> int:
+        """Fill writable `buffers`, in order, with the bytes from `offset`.
+
+        Returns the bytes read, fewer only at the end of the file. Sources with
+        ``direct_reads`` read straight into the buffers; this one reads, then copies.
+        """
+        views = [memoryview(b).cast("B") for b in buffers]
+        data = self.read(offset, sum(len(v) for v in views))
+        pos = 0
+        for v in views:
+            n = min(len(v), len(data) - pos)
+            v[:n] = data[pos : pos + n]
+            pos += n
+        return len(data)
 
     def read_exact(self, offset: int, size: int, *, frame: int | None = None) -> bytes:
         """Like `read`, but a short result is a `TruncatedFileError`."""

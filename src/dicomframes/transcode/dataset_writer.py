@@ -2,14 +2,14 @@
 
 `decompress` copies a file's elements as byte ranges (a 15 MB Per-Frame
 Functional Groups Sequence is copied, not parsed) and encodes anew only the few
-it changes. This module holds the pieces:
+it changes (with `dicomframes._dicom.encode`). This module holds the pieces:
 
 - `walk`: the top-level elements of an Explicit VR Little Endian data set as
-  byte ranges, reading only element and item headers (values are skipped;
+  byte ranges, reading only element and item headers (with the shared
+  `dicomframes._dicom.elements.ElementWalker`: values are skipped,
   undefined-length sequences are walked item header by item header);
 - `rewrite`: a walk plus a few edits (replace, insert, delete) -> the list of
   byte ranges to copy and encoded elements to write, in tag order;
-- `element`, `text_element`, `us_element`, `ul_element`: encode one element;
 - `reencode`: a data set in another encoding (Implicit VR, Big Endian, or one
   encoded differently from its transfer syntax) -> Explicit VR Little Endian
   bytes, through pydicom (an optional dependency: only such files need it).
@@ -17,76 +17,22 @@ it changes. This module holds the pieces:
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
+from dicomframes._dicom.elements import ElementWalker
+from dicomframes._dicom.tags import PIXEL_TAGS, UNDEFINED
 from dicomframes.errors import (
     DicomFramesError,
     InvalidFileError,
     MissingDependencyError,
     TranscodeError,
-    TruncatedFileError,
 )
 from dicomframes.io.cursor import Cursor
 from dicomframes.io.source import Source
 
-UNDEFINED = 0xFFFFFFFF
-ITEM = 0xFFFEE000
-ITEM_DELIMITER = 0xFFFEE00D
-SEQUENCE_DELIMITER = 0xFFFEE0DD
-PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)  # Pixel Data, Float, Double Float
-
-#: VRs whose explicit length field is 4 bytes, after 2 reserved bytes (PS3.5 7.1.2)
-LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT", "SV", "UV"})
-_MAX_DEPTH = 64
 #: the most bytes of elements `reencode` accepts (they are held in memory)
 MAX_REENCODE_BYTES = 256 << 20
-
-
-def tag_text(tag: int) -> str:
-    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
-
-
-# -- encoding ------------------------------------------------------------------------------
-
-
-def element(tag: int, vr: str, value: bytes) -> bytes:
-    """One Explicit VR Little Endian element; odd values padded as pydicom pads them."""
-    if len(value) % 2:
-        value += b"\x00" if vr in ("UI", "OB", "UN") else b" "
-    group, elem = tag >> 16, tag & 0xFFFF
-    if vr in LONG_VRS:
-        if len(value) > 0xFFFFFFFE:
-            raise ValueError(f"{tag_text(tag)}: a {len(value)}-byte value is too long for a defined length")
-        return struct.pack("<HH2s2xI", group, elem, vr.encode(), len(value)) + value
-    if len(value) > 0xFFFF:
-        raise ValueError(f"{tag_text(tag)}: a {len(value)}-byte value is too long for VR {vr}")
-    return struct.pack("<HH2sH", group, elem, vr.encode(), len(value)) + value
-
-
-def text_element(tag: int, vr: str, text: str) -> bytes:
-    return element(tag, vr, text.encode("ascii"))
-
-
-def us_element(tag: int, value: int) -> bytes:
-    return element(tag, "US", struct.pack("<H", value))
-
-
-def ul_element(tag: int, value: int) -> bytes:
-    return element(tag, "UL", struct.pack("<I", value))
-
-
-def pixel_header(tag: int, vr: str, length: int | None) -> bytes:
-    """The header of a Pixel Data element (``None``: undefined length, encapsulated)."""
-    return struct.pack("<HH2s2xI", tag >> 16, tag & 0xFFFF, vr.encode(), UNDEFINED if length is None else length)
-
-
-def item_header(length: int) -> bytes:
-    return struct.pack("<HHI", 0xFFFE, 0xE000, length)
-
-
-SEQUENCE_DELIMITER_BYTES = struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
 
 
 # -- walking -------------------------------------------------------------------------------
@@ -108,72 +54,6 @@ class ElementRange:
     length: int
 
 
-class _Walker:
-    def __init__(self, source: Source, offset: int, block: int) -> None:
-        self.source = source
-        self.cur = Cursor(source, offset, block)
-
-    def error(self, cls, message: str, offset: int | None = None):
-        return cls(message, path=self.source.name, offset=self.cur.pos if offset is None else offset)
-
-    def header(self, explicit: bool) -> tuple[int, str | None, int]:
-        """Tag, VR (None where implicit, and for items and delimiters), length."""
-        start = self.cur.pos
-        h = self.cur.read(8, "an element header")
-        group, elem, short = struct.unpack("<HH4s", h)
-        tag = group << 16 | elem
-        if group == 0xFFFE or not explicit:
-            return tag, None, struct.unpack("<I", short)[0]
-        raw = h[4:6]
-        if not (65 <= raw[0] <= 90 and 65 <= raw[1] <= 90):
-            raise self.error(InvalidFileError, f"element {tag_text(tag)} has no valid VR ({raw!r})", start)
-        vr = raw.decode()
-        if vr in LONG_VRS:
-            return tag, vr, struct.unpack("<I", self.cur.read(4, "an element header"))[0]
-        return tag, vr, struct.unpack("<H", h[6:])[0]
-
-    def skip(self, length: int, tag: int) -> None:
-        size = self.source.size
-        if size is not None and self.cur.pos + length > size:
-            raise self.error(TruncatedFileError, f"element {tag_text(tag)} declares {length} bytes but the file ends at {size}")
-        self.cur.skip(length)
-
-    def skip_undefined(self, tag: int, vr: str | None, depth: int, explicit: bool) -> None:
-        if depth > _MAX_DEPTH:
-            raise self.error(InvalidFileError, f"sequences nested deeper than {_MAX_DEPTH} levels")
-        if vr == "UN":
-            # An undefined-length UN is a sequence encoded as Implicit VR LE (PS3.5 6.2.2).
-            self.skip_sequence(depth + 1, False)
-        elif vr in (None, "SQ", "OB", "OW"):
-            # Sequences, and encapsulated pixel data (of an icon image), are items up to a delimiter.
-            self.skip_sequence(depth + 1, explicit)
-        else:
-            raise self.error(InvalidFileError, f"element {tag_text(tag)} with VR {vr} has undefined length")
-
-    def skip_sequence(self, depth: int, explicit: bool) -> None:
-        while True:
-            start = self.cur.pos
-            tag, _, length = self.header(False)
-            if tag == SEQUENCE_DELIMITER:
-                return
-            if tag != ITEM:
-                raise self.error(InvalidFileError, f"expected an item in a sequence, found {tag_text(tag)}", start)
-            if length == UNDEFINED:
-                self.skip_item(depth + 1, explicit)
-            else:
-                self.skip(length, tag)
-
-    def skip_item(self, depth: int, explicit: bool) -> None:
-        while True:
-            tag, vr, length = self.header(explicit)
-            if tag == ITEM_DELIMITER:
-                return
-            if length == UNDEFINED:
-                self.skip_undefined(tag, vr, depth, explicit)
-            else:
-                self.skip(length, tag)
-
-
 def walk(source: Source, start: int, end: int | None = None, *, block: int = 1 << 20) -> Iterator[ElementRange]:
     """The top-level elements of the Explicit VR Little Endian data set at `start`.
 
@@ -181,24 +61,15 @@ def walk(source: Source, start: int, end: int | None = None, *, block: int = 1 <
     element (whose value is not walked: its `end` is None when its length is
     undefined). Only element and item headers are read.
     """
-    w = _Walker(source, start, block)
-    cur = w.cur
-    while end is None or cur.pos < end:
-        if cur.at_end():
-            return
-        pos = cur.pos
-        tag, vr, length = w.header(True)
-        if tag >> 16 == 0xFFFE:
-            raise w.error(InvalidFileError, f"unexpected item or delimiter tag {tag_text(tag)} at the top level", pos)
-        value_start = cur.pos
+    cur = Cursor(source, start, block)
+    walker = ElementWalker(cur, name=source.name, size=source.size, explicit=True, little=True)
+    for tag, vr, length, element_start, value_start in walker.elements(end):
         if tag in PIXEL_TAGS:
-            yield ElementRange(tag, vr or "OB", pos, value_start, None if length == UNDEFINED else value_start + length, length)
+            value_end = None if length == UNDEFINED else value_start + length
+            yield ElementRange(tag, vr or "OB", element_start, value_start, value_end, length)
             return
-        if length == UNDEFINED:
-            w.skip_undefined(tag, vr, 1, True)
-        else:
-            w.skip(length, tag)
-        yield ElementRange(tag, vr or "UN", pos, value_start, cur.pos, length)
+        walker.skip(tag, vr, length)
+        yield ElementRange(tag, vr or "UN", element_start, value_start, cur.pos, length)
 
 
 # -- rewriting -------------------------------------------------------------------------------

@@ -26,7 +26,6 @@ success), so an error or an interrupt never leaves a partial file behind.
 from __future__ import annotations
 
 import os
-import struct
 import sys
 import time
 import uuid
@@ -37,6 +36,27 @@ from typing import Any, BinaryIO, Callable, Iterator, TextIO
 
 import numpy as np
 
+from dicomframes._dicom import encode
+from dicomframes._dicom.elements import ElementWalker
+from dicomframes._dicom.tags import (
+    ENCAPSULATED_PIXEL_DATA_VALUE_TOTAL_LENGTH,
+    EXTENDED_OFFSET_TABLE,
+    EXTENDED_OFFSET_TABLE_LENGTHS,
+    FILE_META_GROUP_LENGTH,
+    FILE_META_INFORMATION_VERSION,
+    IMPLEMENTATION_CLASS_UID,
+    MAX_DEFINED_LENGTH,
+    MEDIA_STORAGE_SOP_CLASS_UID,
+    MEDIA_STORAGE_SOP_INSTANCE_UID,
+    NUMBER_OF_FRAMES,
+    PHOTOMETRIC_INTERPRETATION,
+    PIXEL_KEYWORD_TAGS,
+    PIXEL_TAGS,
+    PLANAR_CONFIGURATION,
+    SOP_INSTANCE_UID,
+    TRANSFER_SYNTAX_UID,
+    UNDEFINED,
+)
 from dicomframes.errors import (
     DecodeError,
     DestinationError,
@@ -45,7 +65,9 @@ from dicomframes.errors import (
     InvalidFileError,
     StorageError,
     TranscodeError,
+    TruncatedFileError,
 )
+from dicomframes.io.cursor import Cursor
 from dicomframes.io.local import BytesSource
 from dicomframes.io.source import Source
 from dicomframes.transcode import dataset_writer as dw
@@ -53,28 +75,11 @@ from dicomframes.transcode import dataset_writer as dw
 #: Explicit VR Little Endian and Encapsulated Uncompressed Explicit VR Little Endian
 EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 ENCAPSULATED_UNCOMPRESSED = "1.2.840.10008.1.2.1.98"
-#: the largest even defined length (PS3.5 7.1.1: 0xFFFFFFFF means undefined)
-MAX_DEFINED_LENGTH = 0xFFFFFFFE
-#: a fixed UID naming this writer, used only where the source has no file meta (PS3.7)
-IMPLEMENTATION_CLASS_UID = "2.25." + str(uuid.uuid5(uuid.NAMESPACE_URL, "https://pypi.org/project/dicomframes/").int)
 
 _COPY_CHUNK = 4 << 20
 _OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oci", "oss", "r2", "b2", "tos", "cos"}
 _UPLOAD_BLOCK = 8 << 20  # multipart upload part size (S3's minimum is 5 MiB)
 
-# Tags of the elements decompress changes.
-TRANSFER_SYNTAX_UID = 0x00020010
-MEDIA_STORAGE_SOP_INSTANCE_UID = 0x00020003
-MEDIA_STORAGE_SOP_CLASS_UID = 0x00020002
-META_GROUP_LENGTH = 0x00020000
-SOP_INSTANCE_UID = 0x00080018
-PHOTOMETRIC_INTERPRETATION = 0x00280004
-PLANAR_CONFIGURATION = 0x00280006
-NUMBER_OF_FRAMES = 0x00280008
-EXTENDED_OFFSET_TABLE = 0x7FE00001
-EXTENDED_OFFSET_TABLE_LENGTHS = 0x7FE00002
-ENCAPSULATED_PIXEL_DATA_VALUE_TOTAL_LENGTH = 0x7FE00003
-_PIXEL_TAG = {"PixelData": 0x7FE00010, "FloatPixelData": 0x7FE00008, "DoubleFloatPixelData": 0x7FE00009}
 
 
 # -- progress --------------------------------------------------------------------------------
@@ -192,18 +197,10 @@ def output_photometric(reader, as_rgb: bool) -> str:
     compressed sources, which misdescribes the output (docs/decompress.md).
     """
     fmt = reader.format
-    pi = fmt.photometric_interpretation
-    codec = fmt.ts.codec
-    spp = fmt.samples_per_pixel
-    if codec in ("jpeg", "jpegls") and spp == 3:
-        pi = fmt.photometric_for(fmt.codestream_parameters(reader.encoded_frame(0)))
-    elif codec in ("j2k", "htj2k") and pi in ("YBR_ICT", "YBR_RCT"):
-        pi = "RGB"
-    if spp == 3 and pi == "YBR_FULL_422" and fmt.bits_allocated != 1:
-        pi = "YBR_FULL"
-    if as_rgb and spp == 3 and pi == "YBR_FULL":
-        pi = "RGB"
-    return pi
+    # The rules are the codec family's, as for the frames themselves; only JPEG and
+    # JPEG-LS colour images need a codestream (the first frame's) to apply them.
+    params = fmt.codestream_parameters(reader.encoded_frame(0)) if fmt.colour_from_codestream else {}
+    return fmt.output_photometric(params, as_rgb)
 
 
 def _meta(reader, raw: bytes, meta_offset: int, dataset_offset: int, edits: dw.Edits, name: str) -> bytes:
@@ -212,26 +209,23 @@ def _meta(reader, raw: bytes, meta_offset: int, dataset_offset: int, edits: dw.E
     if dataset_offset > meta_offset:
         src = BytesSource(raw, name=name)
         pieces, seen = dw.rewrite(dw.walk(src, meta_offset, dataset_offset, block=max(1, dataset_offset)), edits)
-        body = b"".join(p if isinstance(p, bytes) else raw[p[0] : p[1]] for p in pieces)
-        has_length = META_GROUP_LENGTH in seen
+        parts = [p if isinstance(p, bytes) else raw[p[0] : p[1]] for p in pieces]
+        has_length = FILE_META_GROUP_LENGTH in seen
     else:
         # No file meta in the source: write the mandatory elements (PS3.10 7.1).
         sop_class = reader.header.get("SOPClassUID") or ""
-        parts = [dw.element(0x00020001, "OB", b"\x00\x01")]
+        parts = [encode.element(FILE_META_INFORMATION_VERSION, "OB", b"\x00\x01")]
         if sop_class:
-            parts.append(dw.text_element(MEDIA_STORAGE_SOP_CLASS_UID, "UI", sop_class))
+            parts.append(encode.text(MEDIA_STORAGE_SOP_CLASS_UID, "UI", sop_class))
         instance = edits.replace.get(MEDIA_STORAGE_SOP_INSTANCE_UID)
         if instance is None and reader.header.get("SOPInstanceUID"):
-            instance = dw.text_element(MEDIA_STORAGE_SOP_INSTANCE_UID, "UI", reader.header.get("SOPInstanceUID"))
+            instance = encode.text(MEDIA_STORAGE_SOP_INSTANCE_UID, "UI", reader.header.get("SOPInstanceUID"))
         if instance is not None:
             parts.append(instance)
         parts.append(edits.replace[TRANSFER_SYNTAX_UID])
-        parts.append(dw.text_element(0x00020012, "UI", IMPLEMENTATION_CLASS_UID))
-        body = b"".join(parts)
+        parts.append(encode.text(IMPLEMENTATION_CLASS_UID, "UI", encode.IMPLEMENTATION_UID))
         has_length = True
-    if has_length:
-        body = dw.ul_element(META_GROUP_LENGTH, len(body)) + body
-    return preamble + b"DICM" + body
+    return encode.file_meta(parts, preamble=preamble, group_length=has_length)
 
 
 def _plan(reader, *, as_rgb: bool, generate_instance_uid: bool, encapsulated: bool) -> _Layout:
@@ -280,10 +274,10 @@ def _plan(reader, *, as_rgb: bool, generate_instance_uid: bool, encapsulated: bo
     raw = source.read(0, header.dataset_offset) if header.dataset_offset else source.read(0, 132)
     meta_offset = header.meta_offset
     out_ts = ENCAPSULATED_UNCOMPRESSED if encapsulated else EXPLICIT_VR_LITTLE_ENDIAN
-    meta_replace = {TRANSFER_SYNTAX_UID: dw.text_element(TRANSFER_SYNTAX_UID, "UI", out_ts)}
+    meta_replace = {TRANSFER_SYNTAX_UID: encode.text(TRANSFER_SYNTAX_UID, "UI", out_ts)}
     if uid is not None:
-        meta_replace[MEDIA_STORAGE_SOP_INSTANCE_UID] = dw.text_element(MEDIA_STORAGE_SOP_INSTANCE_UID, "UI", uid)
-    head = _meta(reader, raw, meta_offset, header.dataset_offset, dw.Edits(meta_replace, frozenset({META_GROUP_LENGTH})), name)
+        meta_replace[MEDIA_STORAGE_SOP_INSTANCE_UID] = encode.text(MEDIA_STORAGE_SOP_INSTANCE_UID, "UI", uid)
+    head = _meta(reader, raw, meta_offset, header.dataset_offset, dw.Edits(meta_replace, frozenset({FILE_META_GROUP_LENGTH})), name)
 
     # -- the elements before Pixel Data ------------------------------------------------------
     start = 0 if ts.deflated else header.dataset_offset
@@ -291,7 +285,7 @@ def _plan(reader, *, as_rgb: bool, generate_instance_uid: bool, encapsulated: bo
     reencoded = not (little and explicit)
     if not reencoded:
         elements = list(dw.walk(data, start, block=max(4096, min(data.walk_block, header.pixel_offset - start))))
-        if not elements or elements[-1].tag not in dw.PIXEL_TAGS or elements[-1].value_start != header.pixel_offset:
+        if not elements or elements[-1].tag not in PIXEL_TAGS or elements[-1].value_start != header.pixel_offset:
             raise InvalidFileError("the elements before Pixel Data do not walk to where the header found it", path=name)
         elements.pop()
         body_source = data
@@ -305,25 +299,25 @@ def _plan(reader, *, as_rgb: bool, generate_instance_uid: bool, encapsulated: bo
         encoded = dw.reencode(data.read_exact(start, pixel_start - start), explicit_vr=explicit, little_endian=little, name=name)
         body_source = BytesSource(encoded, name=name)
         elements = list(dw.walk(body_source, 0))
-        if elements and elements[-1].tag in dw.PIXEL_TAGS:  # pragma: no cover - the range ends before it
+        if elements and elements[-1].tag in PIXEL_TAGS:  # pragma: no cover - the range ends before it
             elements.pop()
 
     replace: dict[int, bytes] = {
-        PHOTOMETRIC_INTERPRETATION: dw.text_element(PHOTOMETRIC_INTERPRETATION, "CS", pi),
-        NUMBER_OF_FRAMES: dw.text_element(NUMBER_OF_FRAMES, "IS", str(n)),
+        PHOTOMETRIC_INTERPRETATION: encode.text(PHOTOMETRIC_INTERPRETATION, "CS", pi),
+        NUMBER_OF_FRAMES: encode.text(NUMBER_OF_FRAMES, "IS", str(n)),
     }
     only_if_present = {NUMBER_OF_FRAMES} if n <= 1 else set()
     if uid is not None:
-        replace[SOP_INSTANCE_UID] = dw.text_element(SOP_INSTANCE_UID, "UI", uid)
+        replace[SOP_INSTANCE_UID] = encode.text(SOP_INSTANCE_UID, "UI", uid)
     if fmt.samples_per_pixel > 1:
-        replace[PLANAR_CONFIGURATION] = dw.us_element(PLANAR_CONFIGURATION, 0)
+        replace[PLANAR_CONFIGURATION] = encode.us(PLANAR_CONFIGURATION, 0)
     delete = {EXTENDED_OFFSET_TABLE, EXTENDED_OFFSET_TABLE_LENGTHS, ENCAPSULATED_PIXEL_DATA_VALUE_TOTAL_LENGTH}
     if encapsulated:
         padded = frame_bytes + frame_bytes % 2
         offsets = np.arange(n, dtype="<u8") * np.uint64(8 + padded)
         lengths = np.full(n, frame_bytes, dtype="<u8")
-        replace[EXTENDED_OFFSET_TABLE] = dw.element(EXTENDED_OFFSET_TABLE, "OV", offsets.tobytes())
-        replace[EXTENDED_OFFSET_TABLE_LENGTHS] = dw.element(EXTENDED_OFFSET_TABLE_LENGTHS, "OV", lengths.tobytes())
+        replace[EXTENDED_OFFSET_TABLE] = encode.element(EXTENDED_OFFSET_TABLE, "OV", offsets.tobytes())
+        replace[EXTENDED_OFFSET_TABLE_LENGTHS] = encode.element(EXTENDED_OFFSET_TABLE_LENGTHS, "OV", lengths.tobytes())
         delete -= {EXTENDED_OFFSET_TABLE, EXTENDED_OFFSET_TABLE_LENGTHS}
     body, _ = dw.rewrite(elements, dw.Edits(replace, frozenset(delete), frozenset(only_if_present), drop_group_lengths=True))
 
@@ -335,7 +329,7 @@ def _plan(reader, *, as_rgb: bool, generate_instance_uid: bool, encapsulated: bo
     else:
         vr = "OF" if keyword == "FloatPixelData" else "OD"
     return _Layout(
-        head=head, body_source=body_source, body=body, pixel_tag=_PIXEL_TAG[keyword], pixel_vr=vr,
+        head=head, body_source=body_source, body=body, pixel_tag=PIXEL_KEYWORD_TAGS[keyword], pixel_vr=vr,
         encapsulated=encapsulated, frames=n, frame_bytes=frame_bytes, frame_bits=frame_bits, total=total,
         photometric_interpretation=pi, sop_instance_uid=uid, reencoded=reencoded, little_endian=little,
         explicit_vr=explicit, dtype=fmt.dtype, shape=fmt.shape, bits_allocated=fmt.bits_allocated,
@@ -371,27 +365,19 @@ def _pixel_end(reader) -> int | None:
     header = reader.header
     if header.pixel_length is not None:
         return header.pixel_offset + header.pixel_length
-    # Encapsulated: from the last frame's first item, walk the item headers to the delimiter.
+    # Encapsulated: from the last frame's first item, walk the item headers to the
+    # delimiter, 8 bytes a read (the fragments' values are skipped, not read).
     span = reader.index.span(len(reader) - 1)
     data = reader.data_source
-    pos = span.offset
-    size = data.size
-    while True:
-        head = data.read(pos, 8)
-        if len(head) < 8:
-            return None  # no sequence delimiter: the file ends inside the pixel data
-        group, elem, length = struct.unpack("<HHI", head)
-        tag = group << 16 | elem
-        if tag == dw.SEQUENCE_DELIMITER:
-            return pos + 8
-        if tag != dw.ITEM or length == dw.UNDEFINED:
-            raise InvalidFileError(
-                f"expected an item or the sequence delimiter after the last frame, found {dw.tag_text(tag)}",
-                path=reader.path, offset=pos,
-            )
-        pos += 8 + length
-        if size is not None and pos > size:
-            return None
+    cur = Cursor(data, span.offset, 8)
+    walker = ElementWalker(cur, name=reader.path, size=data.size)
+    try:
+        for value_start, length in walker.items():
+            if length == UNDEFINED:
+                raise InvalidFileError("a fragment of undefined length after the last frame", path=reader.path, offset=value_start - 8)
+    except TruncatedFileError:
+        return None  # no sequence delimiter: the file ends inside the pixel data
+    return cur.pos
 
 
 def _write_trailing(reader, layout: _Layout, write: Callable[[bytes], Any]) -> None:
@@ -461,7 +447,7 @@ class _FrameWriter:
         if self.layout.encapsulated:
             n = len(data)
             pad = n % 2
-            self.write(dw.item_header(n + pad))
+            self.write(encode.item_header(n + pad))
             self.write(data)
             if pad:
                 self.write(b"\x00")
@@ -473,7 +459,7 @@ class _FrameWriter:
 
     def finish(self) -> None:
         if self.layout.encapsulated:
-            self.write(dw.SEQUENCE_DELIMITER_BYTES)
+            self.write(encode.SEQUENCE_DELIMITER_BYTES)
             return
         if self._carry.size:
             tail = np.packbits(self._carry, bitorder="little").tobytes()
@@ -487,8 +473,8 @@ class _FrameWriter:
 
 def _pixel_element_header(layout: _Layout) -> bytes:
     if layout.encapsulated:
-        return dw.pixel_header(layout.pixel_tag, "OB", None) + dw.item_header(0)  # empty Basic Offset Table
-    return dw.pixel_header(layout.pixel_tag, layout.pixel_vr, layout.total + layout.total % 2)
+        return encode.pixel_header(layout.pixel_tag, "OB", None) + encode.item_header(0)  # empty Basic Offset Table
+    return encode.pixel_header(layout.pixel_tag, layout.pixel_vr, layout.total + layout.total % 2)
 
 
 # -- destinations --------------------------------------------------------------------------------

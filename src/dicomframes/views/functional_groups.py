@@ -24,6 +24,11 @@ What is read, per item of the sequence walked:
 Explicit and implicit VR, little and big endian, defined and undefined lengths
 of items and nested sequences are all handled; an undefined-length UN element
 is read as the implicit VR little endian sequence it is (PS3.5 6.2.2).
+
+The tags, VRs and depth limit are the shared ones (`dicomframes._dicom.tags`),
+but the reader is this module's own rather than the element walker
+(`dicomframes._dicom.elements`): it works on large buffers in memory, where a
+reader call per element would cost more than everything else done per element.
 """
 
 from __future__ import annotations
@@ -33,6 +38,24 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dicomframes._dicom.tags import (
+    COLUMN_POSITION_IN_TOTAL_IMAGE_PIXEL_MATRIX,
+    DELIMITER_GROUP,
+    ITEM,
+    ITEM_DELIMITER,
+    LONG_VRS_BYTES,
+    MAX_DEPTH,
+    OPTICAL_PATH_IDENTIFICATION_SEQUENCE,
+    OPTICAL_PATH_IDENTIFIER,
+    PIXEL_MEASURES_SEQUENCE,
+    PIXEL_SPACING,
+    PLANE_POSITION_SLIDE_SEQUENCE,
+    ROW_POSITION_IN_TOTAL_IMAGE_PIXEL_MATRIX,
+    SEQUENCE_DELIMITER,
+    UNDEFINED,
+    Z_OFFSET_IN_SLIDE_COORDINATE_SYSTEM,
+    tag_text,
+)
 from dicomframes.errors import InvalidFileError, TruncatedFileError
 from dicomframes.frames.header import Header
 from dicomframes.io.cursor import read_through
@@ -41,22 +64,24 @@ from dicomframes.io.source import Source
 #: marks a frame whose item has no row/column position
 MISSING = np.iinfo(np.int32).min
 
-_UNDEFINED = 0xFFFFFFFF
-_ITEM = 0xFFFEE000
-_ITEM_DELIMITER = 0xFFFEE00D
-_SEQUENCE_DELIMITER = 0xFFFEE0DD
+_COLUMN_POSITION = COLUMN_POSITION_IN_TOTAL_IMAGE_PIXEL_MATRIX
+_ROW_POSITION = ROW_POSITION_IN_TOTAL_IMAGE_PIXEL_MATRIX
+_Z_OFFSET = Z_OFFSET_IN_SLIDE_COORDINATE_SYSTEM
 
-_PLANE_POSITION_SLIDE = 0x0048021A
-_COLUMN_POSITION = 0x0048021E
-_ROW_POSITION = 0x0048021F
-_Z_OFFSET = 0x0040074A
-_OPTICAL_PATH_ID_SEQUENCE = 0x00480207
-_OPTICAL_PATH_ID = 0x00480106
-_PIXEL_MEASURES = 0x00289110
-_PIXEL_SPACING = 0x00280030
+# The inline reader compares the (group, element) halves it unpacks, one
+# comparison each in the common case, so the tags it looks for are split here.
+_ITEM_E = ITEM & 0xFFFF
+_ITEM_DELIMITER_E = ITEM_DELIMITER & 0xFFFF
+_SEQUENCE_DELIMITER_E = SEQUENCE_DELIMITER & 0xFFFF
+_SLIDE_G = PLANE_POSITION_SLIDE_SEQUENCE >> 16  # 0048: the group of every whole-slide tag read inline
+_PLANE_E = PLANE_POSITION_SLIDE_SEQUENCE & 0xFFFF
+_OPID_SEQUENCE_E = OPTICAL_PATH_IDENTIFICATION_SEQUENCE & 0xFFFF
+_OPID_E = OPTICAL_PATH_IDENTIFIER & 0xFFFF
+_COLUMN_E = _COLUMN_POSITION & 0xFFFF
+_ROW_E = _ROW_POSITION & 0xFFFF
+_Z_G, _Z_E = _Z_OFFSET >> 16, _Z_OFFSET & 0xFFFF
+_MEASURES_G, _MEASURES_E = PIXEL_MEASURES_SEQUENCE >> 16, PIXEL_MEASURES_SEQUENCE & 0xFFFF
 
-_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT", b"SV", b"UV"})
-_MAX_DEPTH = 64
 _MAX_VALUE = 1024  # the values we read are a few bytes; longer ones are skipped
 _FAST_AHEAD = 64 << 10  # undefined-length items are read inline with this much buffered ahead
 
@@ -66,7 +91,7 @@ _PLANE_SEQ, _PLANE_ITEM = 2, 3
 _OPID_SEQ, _OPID_ITEM = 4, 5
 _MEASURES_SEQ, _MEASURES_ITEM = 6, 7
 _SKIP_SEQ, _SKIP_ITEM = 8, 9
-_NESTED = {_PLANE_POSITION_SLIDE: _PLANE_SEQ, _OPTICAL_PATH_ID_SEQUENCE: _OPID_SEQ, _PIXEL_MEASURES: _MEASURES_SEQ}
+_NESTED = {PLANE_POSITION_SLIDE_SEQUENCE: _PLANE_SEQ, OPTICAL_PATH_IDENTIFICATION_SEQUENCE: _OPID_SEQ, PIXEL_MEASURES_SEQUENCE: _MEASURES_SEQ}
 
 
 @dataclass
@@ -129,37 +154,45 @@ _U32_LE = struct.Struct("<I").unpack_from
 _I32_LE = struct.Struct("<i").unpack_from
 
 
-def _skip_sequence(buf: bytes, p: int, explicit: bool, depth: int) -> int:
+# The two functions below are the inner loops of a 150,000-item walk: the
+# unpackers and the split tags are bound as default arguments, because locals
+# load faster than globals (with globals the walk measured a few per cent slower).
+
+
+def _skip_sequence(buf: bytes, p: int, explicit: bool, depth: int,
+                   _expl=_EXPL_LE, _impl=_IMPL_LE, _u32=_U32_LE, _long=LONG_VRS_BYTES, _undefined=UNDEFINED,
+                   _delim_g=DELIMITER_GROUP, _item_e=_ITEM_E, _item_delimiter_e=_ITEM_DELIMITER_E,
+                   _sequence_delimiter_e=_SEQUENCE_DELIMITER_E) -> int:
     """Past the delimiter of the undefined-length sequence whose first item is at
     `p`, or -1 where the general walk must take over (see `_fast_item`)."""
-    if depth > _MAX_DEPTH:
+    if depth > MAX_DEPTH:
         return -1
     while True:
-        g, e, ilen = _IMPL_LE(buf, p)
+        g, e, ilen = _impl(buf, p)
         p += 8
-        if g != 0xFFFE:
+        if g != _delim_g:
             return -1
-        if e == 0xE0DD:
+        if e == _sequence_delimiter_e:
             return p
-        if e != 0xE000:
+        if e != _item_e:
             return -1
-        if ilen != 0xFFFFFFFF:
+        if ilen != _undefined:
             p += ilen
             continue
         while True:  # the elements of an undefined-length item, up to its delimiter
             if explicit:
-                g, e, vr, vlen = _EXPL_LE(buf, p)
-                if g == 0xFFFE:
-                    if e != 0xE00D:
+                g, e, vr, vlen = _expl(buf, p)
+                if g == _delim_g:
+                    if e != _item_delimiter_e:
                         return -1
                     p += 8
                     break
-                if vr in _LONG_VRS:
-                    vlen = _U32_LE(buf, p + 8)[0]
+                if vr in _long:
+                    vlen = _u32(buf, p + 8)[0]
                     p += 12
                 else:
                     p += 8
-                if vlen == 0xFFFFFFFF:
+                if vlen == _undefined:
                     if vr == b"UN":
                         return -1
                     p = _skip_sequence(buf, p, explicit, depth + 1)
@@ -167,14 +200,14 @@ def _skip_sequence(buf: bytes, p: int, explicit: bool, depth: int) -> int:
                         return -1
                     continue
             else:
-                g, e, vlen = _IMPL_LE(buf, p)
-                if g == 0xFFFE:
-                    if e != 0xE00D:
+                g, e, vlen = _impl(buf, p)
+                if g == _delim_g:
+                    if e != _item_delimiter_e:
                         return -1
                     p += 8
                     break
                 p += 8
-                if vlen == 0xFFFFFFFF:
+                if vlen == _undefined:
                     p = _skip_sequence(buf, p, explicit, depth + 1)
                     if p < 0:
                         return -1
@@ -183,7 +216,11 @@ def _skip_sequence(buf: bytes, p: int, explicit: bool, depth: int) -> int:
 
 
 def _fast_item(buf: bytes, p: int, end: int, explicit: bool,
-               _expl=_EXPL_LE, _impl=_IMPL_LE, _u32=_U32_LE, _i32=_I32_LE, _long=_LONG_VRS) -> tuple | None:
+               _expl=_EXPL_LE, _impl=_IMPL_LE, _u32=_U32_LE, _i32=_I32_LE, _long=LONG_VRS_BYTES, _undefined=UNDEFINED,
+               _delim_g=DELIMITER_GROUP, _item_e=_ITEM_E, _item_delimiter_e=_ITEM_DELIMITER_E,
+               _sequence_delimiter_e=_SEQUENCE_DELIMITER_E, _slide_g=_SLIDE_G, _plane_e=_PLANE_E,
+               _opid_sequence_e=_OPID_SEQUENCE_E, _opid_e=_OPID_E, _column_e=_COLUMN_E, _row_e=_ROW_E,
+               _z_g=_Z_G, _z_e=_Z_E, _measures_g=_MEASURES_G, _measures_e=_MEASURES_E) -> tuple | None:
     """The values of one little endian item whose content starts at ``buf[p]``.
 
     `end` is where a defined-length item ends, or -1 for an undefined-length
@@ -203,8 +240,8 @@ def _fast_item(buf: bytes, p: int, end: int, explicit: bool,
                     break
             if explicit:
                 g, e, vr, vlen = _expl(buf, p)
-                if g == 0xFFFE:
-                    if e == 0xE00D and not defined:
+                if g == _delim_g:
+                    if e == _item_delimiter_e and not defined:
                         p += 8
                         break
                     return None
@@ -215,39 +252,39 @@ def _fast_item(buf: bytes, p: int, end: int, explicit: bool,
                     p += 8
             else:
                 g, e, vlen = _impl(buf, p)
-                if g == 0xFFFE:
-                    if e == 0xE00D and not defined:
+                if g == _delim_g:
+                    if e == _item_delimiter_e and not defined:
                         p += 8
                         break
                     return None
                 p += 8
                 vr = None
-            if g == 0x0048 and (e == 0x021A or e == 0x0207):  # Plane Position (Slide) / Optical Path Identification
+            if g == _slide_g and (e == _plane_e or e == _opid_sequence_e):
                 if vr == b"UN":
                     return None
-                plane = e == 0x021A
-                send = p + vlen if vlen != 0xFFFFFFFF else -1
+                plane = e == _plane_e
+                send = p + vlen if vlen != _undefined else -1
                 while True:  # items of the nested sequence
                     if send >= 0:
                         if p >= send:
                             break
                     ig, ie, ilen = _impl(buf, p)
                     p += 8
-                    if ig != 0xFFFE:
+                    if ig != _delim_g:
                         return None
-                    if ie == 0xE0DD and send < 0:
+                    if ie == _sequence_delimiter_e and send < 0:
                         break
-                    if ie != 0xE000:
+                    if ie != _item_e:
                         return None
-                    iend = p + ilen if ilen != 0xFFFFFFFF else -1
+                    iend = p + ilen if ilen != _undefined else -1
                     while True:  # elements of a nested item
                         if iend >= 0:
                             if p >= iend:
                                 break
                         if explicit:
                             g2, e2, vr2, vlen2 = _expl(buf, p)
-                            if g2 == 0xFFFE:
-                                if e2 == 0xE00D and iend < 0:
+                            if g2 == _delim_g:
+                                if e2 == _item_delimiter_e and iend < 0:
                                     p += 8
                                     break
                                 return None
@@ -258,33 +295,33 @@ def _fast_item(buf: bytes, p: int, end: int, explicit: bool,
                                 p += 8
                         else:
                             g2, e2, vlen2 = _impl(buf, p)
-                            if g2 == 0xFFFE:
-                                if e2 == 0xE00D and iend < 0:
+                            if g2 == _delim_g:
+                                if e2 == _item_delimiter_e and iend < 0:
                                     p += 8
                                     break
                                 return None
                             p += 8
                             vr2 = None
-                        if vlen2 == 0xFFFFFFFF:
+                        if vlen2 == _undefined:
                             if vr2 == b"UN":
                                 return None
                             p = _skip_sequence(buf, p, explicit, 1)
                             if p < 0:
                                 return None
                             continue
-                        if g2 == 0x0048:
+                        if g2 == _slide_g:
                             if not plane:
-                                if e2 == 0x0106:
+                                if e2 == _opid_e:
                                     opid = buf[p : p + vlen2]
-                            elif e2 == 0x021E:
+                            elif e2 == _column_e:
                                 if vlen2 != 4:
                                     return None
                                 col = _i32(buf, p)[0] - 1
-                            elif e2 == 0x021F:
+                            elif e2 == _row_e:
                                 if vlen2 != 4:
                                     return None
                                 row = _i32(buf, p)[0] - 1
-                        elif g2 == 0x0040 and e2 == 0x074A and plane:
+                        elif g2 == _z_g and e2 == _z_e and plane:
                             zraw = buf[p : p + vlen2]
                         p += vlen2
                     if iend >= 0 and p != iend:
@@ -292,16 +329,16 @@ def _fast_item(buf: bytes, p: int, end: int, explicit: bool,
                 if send >= 0 and p != send:
                     return None
                 continue
-            if vlen == 0xFFFFFFFF:
+            if vlen == _undefined:
                 if vr == b"UN":
                     return None
                 p = _skip_sequence(buf, p, explicit, 1)
                 if p < 0:
                     return None
                 continue
-            if g == 0x0048 and e == 0x0106:
+            if g == _slide_g and e == _opid_e:
                 opid = buf[p : p + vlen]
-            elif g == 0x0028 and e == 0x9110:  # Pixel Measures: the general walk reads it
+            elif g == _measures_g and e == _measures_e:  # Pixel Measures: the general walk reads it
                 return None
             p += vlen
     except struct.error:  # the buffer ends inside the item
@@ -425,6 +462,7 @@ def walk_items(
     expl_le, expl_be = struct.Struct("<HH2sH").unpack_from, struct.Struct(">HH2sH").unpack_from
     impl_le, impl_be = struct.Struct("<HHI").unpack_from, struct.Struct(">HHI").unpack_from
     fast = _fast_item
+    undefined, delim_g, item_e = UNDEFINED, DELIMITER_GROUP, _ITEM_E  # locals for the inline loop below
 
     buf = b""
     base = offset  # absolute offset of buf[0]
@@ -457,12 +495,13 @@ def walk_items(
 
             if role & 1 == 0:  # a sequence: items or its delimiter
                 group, elem, ilen = (impl_le if le else impl_be)(buf, p)
-                if role == _TOP_SEQ and le and group == 0xFFFE and elem == 0xE000:
+                if role == _TOP_SEQ and le and group == delim_g and elem == item_e:
                     # The common case: items read inline while they last.
-                    columns, rows = out.columns_view, out.rows_view
+                    # Locals, refreshed when the arrays change: no attribute lookups per item.
+                    columns, rows, z_view, cap = out.columns_view, out.rows_view, out.z_view, out.cap
                     z_cache = out.z_cache
                     while True:
-                        if ilen != _UNDEFINED:
+                        if ilen != undefined:
                             q = p + 8 + ilen
                             if q > n and ilen <= block:
                                 buf = _refill(source, buf, base, base + p, 8 + ilen, block, end_all)
@@ -476,9 +515,9 @@ def walk_items(
                             found = fast(buf, p + 8, -1, expl)
                         if found is None:
                             break
-                        if count == out.cap:
+                        if count == cap:
                             out.grow()
-                            columns, rows = out.columns_view, out.rows_view
+                            columns, rows, z_view, cap = out.columns_view, out.rows_view, out.z_view, out.cap
                         col, row, zraw, opid, q = found
                         if col is not None:
                             columns[count] = col
@@ -486,10 +525,11 @@ def walk_items(
                             rows[count] = row
                         if zraw is not None:
                             zvalue = z_cache.get(zraw)
-                            if zvalue is None or out.z is None:
+                            if zvalue is None or z_view is None:
                                 out.set_z(count, zraw)
+                                z_view = out.z_view
                             else:
-                                out.z_view[count] = zvalue
+                                z_view[count] = zvalue
                         if opid is not None:
                             out.set_optical_path(count, opid)
                         count += 1
@@ -497,45 +537,45 @@ def walk_items(
                         if (end >= 0 and base + p >= end) or p + 8 > n:
                             break
                         group, elem, ilen = impl_le(buf, p)
-                        if group != 0xFFFE or elem != 0xE000:
+                        if group != delim_g or elem != item_e:
                             break
                     if p + 8 > n or (end >= 0 and base + p >= end):
                         continue  # refill, or the end of the sequence
                     pos = base + p
                     group, elem, ilen = impl_le(buf, p)
-                if group == 0xFFFE and elem == 0xE000:
+                if group == DELIMITER_GROUP and elem == _ITEM_E:
                     if role == _TOP_SEQ:
                         item = count
                         count += 1
                         if count > out.cap:
                             out.grow()
-                    elif role == _SKIP_SEQ and ilen != _UNDEFINED:
+                    elif role == _SKIP_SEQ and ilen != UNDEFINED:
                         p += 8 + ilen  # an item of a sequence we do not read: skip it whole
                         continue
-                    if len(stack) > _MAX_DEPTH:
-                        raise InvalidFileError(f"sequences nested deeper than {_MAX_DEPTH} levels", path=name, offset=pos)
+                    if len(stack) > MAX_DEPTH:
+                        raise InvalidFileError(f"sequences nested deeper than {MAX_DEPTH} levels", path=name, offset=pos)
                     p += 8
                     stack.append((role, end, expl, le, item))
-                    role, end = role + 1, (-1 if ilen == _UNDEFINED else base + p + ilen)
-                elif group == 0xFFFE and elem == 0xE0DD:
+                    role, end = role + 1, (-1 if ilen == UNDEFINED else base + p + ilen)
+                elif group == DELIMITER_GROUP and elem == _SEQUENCE_DELIMITER_E:
                     p += 8
                     if not stack:
                         break
                     role, end, expl, le, item = stack.pop()
                 else:
                     raise InvalidFileError(
-                        f"expected an item in a sequence, found ({group:04X},{elem:04X})", path=name, offset=pos,
+                        f"expected an item in a sequence, found {tag_text(group << 16 | elem)}", path=name, offset=pos,
                     )
                 continue
 
             # An item: data elements up to its end or delimiter.
             if expl:
                 group, elem, vr, vlen = (expl_le if le else expl_be)(buf, p)
-                if group == 0xFFFE:
+                if group == DELIMITER_GROUP:
                     vr = None
                     vlen = (u32_le if le else u32_be)(buf, p + 4)[0]
                     hlen = 8
-                elif vr in _LONG_VRS:
+                elif vr in LONG_VRS_BYTES:
                     vlen = (u32_le if le else u32_be)(buf, p + 8)[0]
                     hlen = 12
                 else:
@@ -545,19 +585,19 @@ def walk_items(
                 vr = None
                 hlen = 8
             tag = group << 16 | elem
-            if tag == _ITEM_DELIMITER:
+            if tag == ITEM_DELIMITER:
                 p += 8
                 role, end, expl, le, item = stack.pop()
                 continue
-            if group == 0xFFFE:
-                raise InvalidFileError(f"unexpected ({group:04X},{elem:04X}) inside an item", path=name, offset=pos)
+            if group == DELIMITER_GROUP:
+                raise InvalidFileError(f"unexpected {tag_text(tag)} inside an item", path=name, offset=pos)
 
-            if vlen == _UNDEFINED:
+            if vlen == UNDEFINED:
                 p += hlen
                 child = _NESTED.get(tag, _SKIP_SEQ) if role == _TOP_ITEM else _SKIP_SEQ
                 if vr is not None and vr not in (b"SQ", b"UN", b"OB", b"OW"):
                     raise InvalidFileError(
-                        f"element ({group:04X},{elem:04X}) with VR {vr.decode('latin-1')} has undefined length",
+                        f"element {tag_text(tag)} with VR {vr.decode('latin-1')} has undefined length",
                         path=name, offset=pos,
                     )
                 stack.append((role, end, expl, le, item))
@@ -576,7 +616,7 @@ def walk_items(
                         expl, le = False, True
                     role, end = child, base + p + vlen
                     continue
-                if tag != _OPTICAL_PATH_ID:
+                if tag != OPTICAL_PATH_IDENTIFIER:
                     p += hlen + vlen
                     continue
             elif role == _SKIP_ITEM or vlen > _MAX_VALUE:
@@ -595,7 +635,7 @@ def walk_items(
                 if tag == _COLUMN_POSITION or tag == _ROW_POSITION:
                     if vlen != 4:
                         raise InvalidFileError(
-                            f"({group:04X},{elem:04X}) should be one SL value (4 bytes), not {vlen} bytes",
+                            f"{tag_text(tag)} should be one SL value (4 bytes), not {vlen} bytes",
                             path=name, offset=pos,
                         )
                     value = (i32_le if le else i32_be)(buf, v0)[0] - 1
@@ -605,9 +645,9 @@ def walk_items(
                         out.rows[item] = value
                 elif tag == _Z_OFFSET:
                     out.set_z(item, buf[v0:p])
-            elif tag == _OPTICAL_PATH_ID and role in (_OPID_ITEM, _TOP_ITEM):
+            elif tag == OPTICAL_PATH_IDENTIFIER and role in (_OPID_ITEM, _TOP_ITEM):
                 out.set_optical_path(item, buf[v0:p])
-            elif role == _MEASURES_ITEM and tag == _PIXEL_SPACING and out.spacing is None:
+            elif role == _MEASURES_ITEM and tag == PIXEL_SPACING and out.spacing is None:
                 text = buf[v0:p].decode("latin-1").strip("\x00 ")
                 try:
                     out.spacing = tuple(float(t) for t in text.split("\\"))

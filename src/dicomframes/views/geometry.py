@@ -2,17 +2,21 @@
 
 A whole-slide image (VL Whole Slide Microscopy Image Storage) is a pyramid of
 levels; each level is one instance (or a concatenation of several) whose frames
-are tiles of a *total pixel matrix*. `TileGeometry` (``reader.tile_geometry``)
-places every frame in that matrix. For TILED_FULL files this is arithmetic on
-the frame number (columns fastest, then rows, then focal planes, then optical
-paths); for TILED_SPARSE files the positions come from the Per-Frame Functional
-Groups Sequence, parsed lazily into arrays (`functional_groups.walk_items`).
+are tiles of a *total pixel matrix*. ``reader.tile_geometry`` places every frame
+in that matrix with one class per tile organisation, picked by
+`TileGeometry.from_header`:
+
+- `TiledFullGeometry`: arithmetic on the frame number (columns fastest, then
+  rows, then focal planes, then optical paths);
+- `TiledSparseGeometry`: positions from the Per-Frame Functional Groups
+  Sequence, parsed lazily into arrays (`functional_groups.walk_items`), once.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Any, NamedTuple
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -23,9 +27,15 @@ from dicomframes.views.functional_groups import (
     walk_header_sequence,
 )
 
+if TYPE_CHECKING:  # pragma: no cover
+    from dicomframes.frames.header import Header
+    from dicomframes.io.source import Source
+
 TILED_FULL = "TILED_FULL"
 TILED_SPARSE = "TILED_SPARSE"
 _POSITION_BLOCK = 1 << 20  # bytes per read while walking functional groups
+
+_Frames = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 class TilePosition(NamedTuple):
@@ -42,12 +52,36 @@ def _first(value: Any) -> Any:
     return value[0] if isinstance(value, list) and value else value
 
 
-class TileGeometry:
+def _walk(header: "Header", source: "Source | None", keyword: str, capacity: int = 0) -> ItemValues | None:
+    if source is None:
+        raise InvalidFileError("the reader is closed or not bound; cannot read positions", path=header.name)
+    block = max(int(getattr(source, "walk_block", 0) or 0), _POSITION_BLOCK)
+    return walk_header_sequence(header, source, keyword, capacity=capacity, block=block)
+
+
+def _matrix_size(header: "Header") -> tuple[int, int]:
+    """Total Pixel Matrix Columns and Rows; NotTiledError if the image has none."""
+    v = header.values
+    width, height = v.get("TotalPixelMatrixColumns"), v.get("TotalPixelMatrixRows")
+    if not (isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0):
+        raise NotTiledError(
+            "not a tiled image: it has no Total Pixel Matrix Columns/Rows "
+            f"(found {width!r}, {height!r})",
+            path=header.name, hint="regions and tile positions need a whole-slide (tiled) image",
+        )
+    return width, height
+
+
+def _no_frames() -> _Frames:
+    empty = np.zeros(0, dtype=np.int64)
+    return empty, empty, empty
+
+
+class TileGeometry(ABC):
     """Where the frames of one tiled instance lie in its total pixel matrix.
 
-    Made by ``reader.tile_geometry``. For TILED_SPARSE (and undeclared)
-    organisations, the Per-Frame Functional Groups Sequence is parsed on first
-    use of a position, once.
+    The base of `TiledFullGeometry` and `TiledSparseGeometry`; made by
+    ``reader.tile_geometry`` (`TileGeometry.from_header`).
 
     Attributes
     ----------
@@ -62,44 +96,49 @@ class TileGeometry:
         `frame_offset` of the concatenation (TILED_FULL numbering).
     number_of_frames : int
         Frames in this instance.
+    organization : str
+        "TILED_FULL" or "TILED_SPARSE".
     """
 
-    def __init__(self, header: Any, number_of_frames: int, source: Any = None) -> None:
+    organization: str
+
+    def __init__(self, header: "Header", number_of_frames: int, source: "Source | None" = None) -> None:
         v = header.values
         self.path = header.name
-        width, height = v.get("TotalPixelMatrixColumns"), v.get("TotalPixelMatrixRows")
-        if not (isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0):
-            raise NotTiledError(
-                "not a tiled image: it has no Total Pixel Matrix Columns/Rows "
-                f"(found {width!r}, {height!r})",
-                path=self.path, hint="regions and tile positions need a whole-slide (tiled) image",
-            )
-        self.width, self.height = width, height
+        self.width, self.height = width, height = _matrix_size(header)
         self.tile_width, self.tile_height = int(v["Columns"]), int(v["Rows"])
         self.tiles_across = -(-width // self.tile_width)
         self.tiles_down = -(-height // self.tile_height)
         self.number_of_frames = number_of_frames
         self.frame_offset = int(v.get("ConcatenationFrameOffsetNumber") or 0)
         self.declared_organization = _first(v.get("DimensionOrganizationType"))
-        self._full_focal_planes = int(v.get("TotalPixelMatrixFocalPlanes") or 1)
-        self._full_optical_paths = int(v.get("NumberOfOpticalPaths") or 1)
         self._header = header
         self._source = source
-        self._lock = threading.Lock()
-        self._sparse: dict[str, Any] | None = None
         self._optical_path_ids: list[str] | None = None
         self._pixel_spacing: tuple[float, ...] | None | bool = False  # False: not looked up yet
-        dot = str(self.declared_organization or "").strip().upper()
-        if dot == TILED_FULL:
-            self._organization: str | None = TILED_FULL
-        elif dot == TILED_SPARSE:
-            self._organization = TILED_SPARSE
-        elif "PerFrameFunctionalGroupsSequence" in header.sequences:
-            self._organization = None  # decided by whether the items hold positions
-        else:
-            self._organization = TILED_FULL
-        if self._organization == TILED_FULL:
-            self._check_full()
+
+    @staticmethod
+    def from_header(header: "Header", number_of_frames: int, source: "Source | None" = None) -> "TileGeometry":
+        """The geometry of the header's tile organisation.
+
+        Dimension Organization Type TILED_FULL is full tiling, even where the
+        items carry positions, and TILED_SPARSE is sparse (positions read on
+        first use). Otherwise (absent or another value) the Per-Frame
+        Functional Groups decide, so they are read now: sparse if their items
+        hold positions, full tiling if they do not or there are none.
+        """
+        _matrix_size(header)  # not tiled: say so before reading anything
+        declared = str(_first(header.values.get("DimensionOrganizationType")) or "").strip().upper()
+        if declared == TILED_FULL:
+            return TiledFullGeometry(header, number_of_frames, source)
+        if declared == TILED_SPARSE:
+            return TiledSparseGeometry(header, number_of_frames, source)
+        if "PerFrameFunctionalGroupsSequence" not in header.sequences:
+            return TiledFullGeometry(header, number_of_frames, source)
+        found = _walk(header, source, "PerFrameFunctionalGroupsSequence", capacity=number_of_frames)
+        if found is None or not found.has_positions:
+            return TiledFullGeometry(header, number_of_frames, source)
+        return TiledSparseGeometry(header, number_of_frames, source, found=found)
 
     # -- pickling: drop the source, the owner binds a fresh one --------------------
     def __getstate__(self):
@@ -110,130 +149,33 @@ class TileGeometry:
 
     def __setstate__(self, state):
         self.__dict__.update(state)
-        self._lock = threading.Lock()
 
-    def bind(self, source: Any) -> "TileGeometry":
+    def bind(self, source: "Source") -> "TileGeometry":
         self._source = source
         return self
 
-    # -- organisation ----------------------------------------------------------------
-    @property
-    def organization(self) -> str:
-        """"TILED_FULL" or "TILED_SPARSE" (as declared, or as the positions show)."""
-        if self._organization is None:
-            self._parse()
-        return self._organization  # type: ignore[return-value]
+    def _walk(self, keyword: str, capacity: int = 0) -> ItemValues | None:
+        return _walk(self._header, self._source, keyword, capacity)
 
+    # -- descriptions ---------------------------------------------------------------
     @property
     def sparse(self) -> bool:
         return self.organization == TILED_SPARSE
 
-    def _check_full(self) -> None:
-        expected = self.tiles_across * self.tiles_down * self._full_focal_planes * self._full_optical_paths
-        if self.frame_offset + self.number_of_frames > expected:
-            raise InvalidFileError(
-                f"TILED_FULL image of {self.tiles_across}x{self.tiles_down} tiles, "
-                f"{self._full_focal_planes} focal plane(s) and {self._full_optical_paths} optical path(s) "
-                f"has {expected} tiles, but frames {self.frame_offset}..{self.frame_offset + self.number_of_frames - 1} "
-                "are declared",
-                path=self.path, hint="check Total Pixel Matrix Focal Planes and Number of Optical Paths",
-            )
-
-    def _walk(self, keyword: str, capacity: int = 0) -> ItemValues | None:
-        if self._source is None:
-            raise InvalidFileError("the reader is closed or not bound; cannot read positions", path=self.path)
-        block = max(int(getattr(self._source, "walk_block", 0) or 0), _POSITION_BLOCK)
-        return walk_header_sequence(self._header, self._source, keyword, capacity=capacity, block=block)
-
-    def _parse(self) -> None:
-        """Read the sparse positions (once)."""
-        with self._lock:
-            if self._sparse is not None or self._organization == TILED_FULL:
-                return
-            found = self._walk("PerFrameFunctionalGroupsSequence", capacity=self.number_of_frames)
-            if found is None or not found.has_positions:
-                if self._organization == TILED_SPARSE:
-                    raise InvalidFileError(
-                        "TILED_SPARSE image without Plane Position (Slide) in its Per-Frame Functional Groups",
-                        path=self.path,
-                    )
-                self._organization = TILED_FULL
-                self._check_full()
-                return
-            if found.count != self.number_of_frames:
-                raise InvalidFileError(
-                    f"the Per-Frame Functional Groups Sequence has {found.count} items for "
-                    f"{self.number_of_frames} frames",
-                    path=self.path,
-                )
-            missing = np.flatnonzero((found.columns == MISSING) | (found.rows == MISSING))
-            if len(missing):
-                raise InvalidFileError(
-                    "frame has no Column/Row Position In Total Image Pixel Matrix in its Plane Position (Slide)",
-                    path=self.path, frame=int(missing[0]),
-                )
-            n = found.count
-            # Focal planes: the distinct Z offsets, in increasing order.
-            if found.z is not None and not np.isnan(found.z).all():
-                z = np.where(np.isnan(found.z), np.nanmin(found.z), found.z)
-                z_values, focal = np.unique(z, return_inverse=True)
-                focal = focal.astype(np.int32)
-            else:
-                z_values, focal = np.zeros(1), np.zeros(n, dtype=np.int32)
-            # Optical paths: in the order of the Optical Path Sequence where it names them all.
-            ids = found.optical_path_ids
-            if found.optical_path is not None and ids:
-                order = self.optical_path_ids
-                if order and set(ids) <= set(order):
-                    remap = np.asarray([order.index(i) for i in ids], dtype=np.int32)
-                    optical = np.where(found.optical_path >= 0, remap[np.maximum(found.optical_path, 0)], 0)
-                else:
-                    optical = np.maximum(found.optical_path, 0)
-                optical = optical.astype(np.int32)
-                n_optical = max(int(optical.max()) + 1, len(order or ()))
-            else:
-                optical = np.zeros(n, dtype=np.int32)  # no frame names an optical path: one
-                n_optical = 1
-            sparse: dict[str, Any] = {
-                "rows": found.rows, "columns": found.columns, "focal": focal, "optical": optical,
-                "z": z_values, "focal_planes": len(z_values), "optical_paths": n_optical, "grid": None,
-            }
-            aligned = (
-                not (found.columns % self.tile_width).any() and not (found.rows % self.tile_height).any()
-                and found.columns.min() >= 0 and found.rows.min() >= 0
-                and found.columns.max() < self.width and found.rows.max() < self.height
-            )
-            if aligned:
-                grid = np.full((len(z_values), n_optical, self.tiles_down, self.tiles_across), -1, dtype=np.int32)
-                grid[focal, optical, found.rows // self.tile_height, found.columns // self.tile_width] = np.arange(n, dtype=np.int32)
-                sparse["grid"] = grid
-            self._sparse = sparse
-            self._organization = TILED_SPARSE
-
-    def _positions_ready(self) -> dict[str, Any] | None:
-        """The sparse arrays, parsing them if needed; None for TILED_FULL."""
-        if self._organization == TILED_FULL:
-            return None
-        if self._sparse is None:
-            self._parse()
-        return self._sparse
-
-    # -- descriptions ---------------------------------------------------------------
     @property
+    @abstractmethod
     def focal_planes(self) -> int:
-        sparse = self._positions_ready()
-        return self._full_focal_planes if sparse is None else sparse["focal_planes"]
+        """How many the instance holds."""
 
     @property
+    @abstractmethod
     def optical_paths(self) -> int:
-        sparse = self._positions_ready()
-        return self._full_optical_paths if sparse is None else sparse["optical_paths"]
+        """How many the instance holds."""
 
     @property
     def focal_plane_z(self) -> np.ndarray | None:
         """Z offsets (µm) of the focal planes of a sparse image, in index order."""
-        sparse = self._positions_ready()
-        return None if sparse is None else sparse["z"]
+        return None
 
     @property
     def optical_path_ids(self) -> list[str]:
@@ -265,45 +207,30 @@ class TileGeometry:
         return (self.tile_width, self.tile_height)
 
     def __repr__(self) -> str:
-        org = self._organization or "undetermined"
         return (
             f"<TileGeometry {self.width}x{self.height}, tiles {self.tile_width}x{self.tile_height} "
-            f"({self.tiles_across}x{self.tiles_down}), {org}, {self.number_of_frames} frames>"
+            f"({self.tiles_across}x{self.tiles_down}), {self.organization}, {self.number_of_frames} frames>"
         )
 
     # -- positions -----------------------------------------------------------------
+    @abstractmethod
     def positions(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(rows, columns, focal planes, optical paths) of every frame, as int arrays."""
-        sparse = self._positions_ready()
-        if sparse is not None:
-            return sparse["rows"], sparse["columns"], sparse["focal"], sparse["optical"]
-        f = np.arange(self.frame_offset, self.frame_offset + self.number_of_frames, dtype=np.int64)
-        per_plane = self.tiles_across * self.tiles_down
-        rows = (f // self.tiles_across % self.tiles_down) * self.tile_height
-        columns = (f % self.tiles_across) * self.tile_width
-        focal = f // per_plane % self._full_focal_planes
-        optical = f // (per_plane * self._full_focal_planes)
-        return rows, columns, focal, optical
 
     def position(self, frame: int) -> TilePosition:
         """Where frame `frame` (0-based, of this instance) lies."""
         if not 0 <= frame < self.number_of_frames:
             raise IndexError(f"frame index {frame} out of range for {self.number_of_frames} frames in {self.path}")
-        sparse = self._positions_ready()
-        if sparse is not None:
-            return TilePosition(int(sparse["rows"][frame]), int(sparse["columns"][frame]),
-                                int(sparse["focal"][frame]), int(sparse["optical"][frame]))
-        f = self.frame_offset + frame
-        per_plane = self.tiles_across * self.tiles_down
-        return TilePosition(
-            f // self.tiles_across % self.tiles_down * self.tile_height,
-            f % self.tiles_across * self.tile_width,
-            f // per_plane % self._full_focal_planes,
-            f // (per_plane * self._full_focal_planes),
-        )
+        return self._position(frame)
+
+    @abstractmethod
+    def _position(self, frame: int) -> TilePosition:
+        """`position` of a frame known to be in range."""
 
     def frame_at(self, tile_row: int, tile_column: int, focal_plane: int = 0, optical_path: int = 0) -> int | None:
         """The frame (of this instance) holding tile (`tile_row`, `tile_column`), or None if absent."""
+        if not (0 <= tile_row < self.tiles_down and 0 <= tile_column < self.tiles_across):
+            return None  # off the grid: no arithmetic wrap-around into a neighbouring row
         frames, _, _ = self._tiles_in_grid(tile_row, tile_row, tile_column, tile_column, focal_plane, optical_path)
         return int(frames[0]) if len(frames) else None
 
@@ -313,23 +240,16 @@ class TileGeometry:
         if not 0 <= optical_path < self.optical_paths:
             raise RegionError(f"optical path {optical_path} out of range: the image has {self.optical_paths}", path=self.path)
 
-    def _tiles_in_grid(self, r0: int, r1: int, c0: int, c1: int, fp: int, op: int):
+    @abstractmethod
+    def _tiles_in_grid(self, r0: int, r1: int, c0: int, c1: int, fp: int, op: int) -> _Frames:
         """Frames whose grid cell lies in rows r0..r1 and columns c0..c1 (inclusive)."""
-        sparse = self._positions_ready()
-        rr, cc = np.meshgrid(np.arange(r0, r1 + 1), np.arange(c0, c1 + 1), indexing="ij")
-        rr, cc = rr.ravel(), cc.ravel()
-        if sparse is None:
-            f = ((op * self._full_focal_planes + fp) * self.tiles_down + rr) * self.tiles_across + cc
-            local = f - self.frame_offset
-            keep = (local >= 0) & (local < self.number_of_frames)
-            return local[keep], rr[keep] * self.tile_height, cc[keep] * self.tile_width
-        grid = sparse["grid"]
-        if not (0 <= fp < grid.shape[0] and 0 <= op < grid.shape[1]):
-            empty = np.zeros(0, dtype=np.int64)
-            return empty, empty, empty
-        cells = grid[fp, op, r0 : r1 + 1, c0 : c1 + 1].ravel()
-        keep = cells >= 0
-        return cells[keep].astype(np.int64), rr[keep] * self.tile_height, cc[keep] * self.tile_width
+
+    def _tiles_overlapping(self, x0: int, y0: int, x1: int, y1: int, fp: int, op: int) -> _Frames:
+        """Frames overlapping pixels [x0, x1) x [y0, y1), already clipped to the image."""
+        return self._tiles_in_grid(
+            y0 // self.tile_height, (y1 - 1) // self.tile_height,
+            x0 // self.tile_width, (x1 - 1) // self.tile_width, fp, op,
+        )
 
     def tiles_in(self, x: int, y: int, width: int, height: int, focal_plane: int = 0, optical_path: int = 0):
         """Frames that overlap the region, and their pixel rows and columns.
@@ -339,22 +259,214 @@ class TileGeometry:
         """
         x0, y0 = max(x, 0), max(y, 0)
         x1, y1 = min(x + width, self.width), min(y + height, self.height)
-        empty = np.zeros(0, dtype=np.int64)
         if x1 <= x0 or y1 <= y0:
-            return empty, empty, empty
-        sparse = self._positions_ready()
-        if sparse is None or sparse["grid"] is not None:
-            return self._tiles_in_grid(
-                y0 // self.tile_height, (y1 - 1) // self.tile_height,
-                x0 // self.tile_width, (x1 - 1) // self.tile_width, focal_plane, optical_path,
+            return _no_frames()
+        return self._tiles_overlapping(x0, y0, x1, y1, focal_plane, optical_path)
+
+    @staticmethod
+    def _cells(r0: int, r1: int, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray]:
+        rr, cc = np.meshgrid(np.arange(r0, r1 + 1), np.arange(c0, c1 + 1), indexing="ij")
+        return rr.ravel(), cc.ravel()
+
+
+class TiledFullGeometry(TileGeometry):
+    """TILED_FULL: every tile present, in order (columns fastest, then rows, then
+    focal planes, then optical paths); a frame's position is arithmetic on its
+    number in the concatenation."""
+
+    organization = TILED_FULL
+
+    def __init__(self, header: "Header", number_of_frames: int, source: "Source | None" = None) -> None:
+        super().__init__(header, number_of_frames, source)
+        v = header.values
+        self._focal_planes = int(v.get("TotalPixelMatrixFocalPlanes") or 1)
+        self._optical_paths = int(v.get("NumberOfOpticalPaths") or 1)
+        expected = self.tile_count
+        if self.frame_offset + number_of_frames > expected:
+            raise InvalidFileError(
+                f"TILED_FULL image of {self.tiles_across}x{self.tiles_down} tiles, "
+                f"{self._focal_planes} focal plane(s) and {self._optical_paths} optical path(s) "
+                f"has {expected} tiles, but frames {self.frame_offset}..{self.frame_offset + number_of_frames - 1} "
+                "are declared",
+                path=self.path, hint="check Total Pixel Matrix Focal Planes and Number of Optical Paths",
             )
+
+    @property
+    def focal_planes(self) -> int:
+        return self._focal_planes
+
+    @property
+    def optical_paths(self) -> int:
+        return self._optical_paths
+
+    @property
+    def tile_count(self) -> int:
+        """Tiles of the whole matrix: every focal plane and optical path (of a concatenation too)."""
+        return self.tiles_across * self.tiles_down * self._focal_planes * self._optical_paths
+
+    def positions(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        f = np.arange(self.frame_offset, self.frame_offset + self.number_of_frames, dtype=np.int64)
+        per_plane = self.tiles_across * self.tiles_down
+        rows = (f // self.tiles_across % self.tiles_down) * self.tile_height
+        columns = (f % self.tiles_across) * self.tile_width
+        focal = f // per_plane % self._focal_planes
+        optical = f // (per_plane * self._focal_planes)
+        return rows, columns, focal, optical
+
+    def _position(self, frame: int) -> TilePosition:
+        f = self.frame_offset + frame
+        per_plane = self.tiles_across * self.tiles_down
+        return TilePosition(
+            f // self.tiles_across % self.tiles_down * self.tile_height,
+            f % self.tiles_across * self.tile_width,
+            f // per_plane % self._focal_planes,
+            f // (per_plane * self._focal_planes),
+        )
+
+    def _tiles_in_grid(self, r0: int, r1: int, c0: int, c1: int, fp: int, op: int) -> _Frames:
+        rr, cc = self._cells(r0, r1, c0, c1)
+        f = ((op * self._focal_planes + fp) * self.tiles_down + rr) * self.tiles_across + cc
+        local = f - self.frame_offset
+        keep = (local >= 0) & (local < self.number_of_frames)
+        return local[keep], rr[keep] * self.tile_height, cc[keep] * self.tile_width
+
+
+class TiledSparseGeometry(TileGeometry):
+    """TILED_SPARSE: each frame's position from its item of the Per-Frame
+    Functional Groups Sequence, parsed on first use, once (thread-safe), into
+    arrays, and a lookup grid where every tile lies on the tile grid."""
+
+    organization = TILED_SPARSE
+
+    def __init__(self, header: "Header", number_of_frames: int, source: "Source | None" = None,
+                 found: ItemValues | None = None) -> None:
+        super().__init__(header, number_of_frames, source)
+        self._lock = threading.Lock()
+        # rows, columns, focal, optical, z, focal_planes, optical_paths, grid (None off the grid)
+        self._sparse: dict[str, Any] | None = None
+        if found is not None:  # walked already (by `from_header`): no second read
+            self._sparse = self._arrays_from(found)
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self._lock = threading.Lock()
+
+    def _arrays(self) -> dict[str, Any]:
+        """The parsed positions, reading them on first use."""
+        sparse = self._sparse
+        if sparse is None:
+            with self._lock:
+                if self._sparse is None:
+                    found = self._walk("PerFrameFunctionalGroupsSequence", capacity=self.number_of_frames)
+                    self._sparse = self._arrays_from(found)
+                sparse = self._sparse
+        return sparse
+
+    def _arrays_from(self, found: ItemValues | None) -> dict[str, Any]:
+        if found is None or not found.has_positions:
+            raise InvalidFileError(
+                "TILED_SPARSE image without Plane Position (Slide) in its Per-Frame Functional Groups",
+                path=self.path,
+            )
+        if found.count != self.number_of_frames:
+            raise InvalidFileError(
+                f"the Per-Frame Functional Groups Sequence has {found.count} items for "
+                f"{self.number_of_frames} frames",
+                path=self.path,
+            )
+        missing = np.flatnonzero((found.columns == MISSING) | (found.rows == MISSING))
+        if len(missing):
+            raise InvalidFileError(
+                "frame has no Column/Row Position In Total Image Pixel Matrix in its Plane Position (Slide)",
+                path=self.path, frame=int(missing[0]),
+            )
+        n = found.count
+        # Focal planes: the distinct Z offsets, in increasing order.
+        if found.z is not None and not np.isnan(found.z).all():
+            z = np.where(np.isnan(found.z), np.nanmin(found.z), found.z)
+            z_values, focal = np.unique(z, return_inverse=True)
+            focal = focal.astype(np.int32)
+        else:
+            z_values, focal = np.zeros(1), np.zeros(n, dtype=np.int32)
+        # Optical paths: in the order of the Optical Path Sequence where it names them all.
+        ids = found.optical_path_ids
+        if found.optical_path is not None and ids:
+            order = self.optical_path_ids
+            if order and set(ids) <= set(order):
+                remap = np.asarray([order.index(i) for i in ids], dtype=np.int32)
+                optical = np.where(found.optical_path >= 0, remap[np.maximum(found.optical_path, 0)], 0)
+            else:
+                optical = np.maximum(found.optical_path, 0)
+            optical = optical.astype(np.int32)
+            n_optical = max(int(optical.max()) + 1, len(order or ()))
+        else:
+            optical = np.zeros(n, dtype=np.int32)  # no frame names an optical path: one
+            n_optical = 1
+        sparse: dict[str, Any] = {
+            "rows": found.rows, "columns": found.columns, "focal": focal, "optical": optical,
+            "z": z_values, "focal_planes": len(z_values), "optical_paths": n_optical, "grid": None,
+        }
+        aligned = (
+            not (found.columns % self.tile_width).any() and not (found.rows % self.tile_height).any()
+            and found.columns.min() >= 0 and found.rows.min() >= 0
+            and found.columns.max() < self.width and found.rows.max() < self.height
+        )
+        if aligned:
+            grid = np.full((len(z_values), n_optical, self.tiles_down, self.tiles_across), -1, dtype=np.int32)
+            grid[focal, optical, found.rows // self.tile_height, found.columns // self.tile_width] = np.arange(n, dtype=np.int32)
+            sparse["grid"] = grid
+        return sparse
+
+    @property
+    def focal_planes(self) -> int:
+        return self._arrays()["focal_planes"]
+
+    @property
+    def optical_paths(self) -> int:
+        return self._arrays()["optical_paths"]
+
+    @property
+    def focal_plane_z(self) -> np.ndarray | None:
+        return self._arrays()["z"]
+
+    def positions(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        s = self._arrays()
+        return s["rows"], s["columns"], s["focal"], s["optical"]
+
+    def _position(self, frame: int) -> TilePosition:
+        s = self._arrays()
+        return TilePosition(int(s["rows"][frame]), int(s["columns"][frame]),
+                            int(s["focal"][frame]), int(s["optical"][frame]))
+
+    def _tiles_in_grid(self, r0: int, r1: int, c0: int, c1: int, fp: int, op: int) -> _Frames:
+        s = self._arrays()
+        grid = s["grid"]
+        if grid is None:  # tiles off the grid: those whose corner lies exactly on a cell's
+            rows, cols = s["rows"], s["columns"]
+            hit = (
+                (s["focal"] == fp) & (s["optical"] == op)
+                & (rows % self.tile_height == 0) & (cols % self.tile_width == 0)
+                & (rows >= r0 * self.tile_height) & (rows <= r1 * self.tile_height)
+                & (cols >= c0 * self.tile_width) & (cols <= c1 * self.tile_width)
+            )
+            frames = np.flatnonzero(hit)
+            return frames, rows[frames].astype(np.int64), cols[frames].astype(np.int64)
+        if not (0 <= fp < grid.shape[0] and 0 <= op < grid.shape[1]):
+            return _no_frames()
+        rr, cc = self._cells(r0, r1, c0, c1)
+        cells = grid[fp, op, r0 : r1 + 1, c0 : c1 + 1].ravel()
+        keep = cells >= 0
+        return cells[keep].astype(np.int64), rr[keep] * self.tile_height, cc[keep] * self.tile_width
+
+    def _tiles_overlapping(self, x0: int, y0: int, x1: int, y1: int, fp: int, op: int) -> _Frames:
+        s = self._arrays()
+        if s["grid"] is not None:
+            return super()._tiles_overlapping(x0, y0, x1, y1, fp, op)
         # Tiles off the grid: test every frame (vectorised).
-        rows, cols = sparse["rows"], sparse["columns"]
+        rows, cols = s["rows"], s["columns"]
         hit = (
-            (sparse["focal"] == focal_plane) & (sparse["optical"] == optical_path)
+            (s["focal"] == fp) & (s["optical"] == op)
             & (cols < x1) & (cols + self.tile_width > x0) & (rows < y1) & (rows + self.tile_height > y0)
         )
         frames = np.flatnonzero(hit)
         return frames, rows[frames].astype(np.int64), cols[frames].astype(np.int64)
-
-

@@ -15,9 +15,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from dicomframes.errors import InvalidFileError, NotDicomError, RegionError, SlideError
+from dicomframes.io.resolve import inputs, is_single, is_url, local_path
 from dicomframes.reader import Reader, open_all
 from dicomframes.reader import open as open_reader
-from dicomframes.views.geometry import TILED_FULL, TileGeometry
+from dicomframes.views.geometry import TiledFullGeometry, TileGeometry
 from dicomframes.views.regions import (
     check_overlap,
     check_size,
@@ -51,9 +52,9 @@ class _Part:
         self.readers = sorted(readers, key=order)
         first = self.geometries[0]
         self.width, self.height = first.width, first.height
-        if len(self.readers) > 1 and first.organization == TILED_FULL:
+        if len(self.readers) > 1 and isinstance(first, TiledFullGeometry):
             total = sum(g.number_of_frames for g in self.geometries)
-            expected = first.tiles_across * first.tiles_down * first._full_focal_planes * first._full_optical_paths
+            expected = first.tile_count
             if total > expected:
                 raise InvalidFileError(
                     f"the concatenation's {len(self.readers)} instances hold {total} frames, "
@@ -393,33 +394,36 @@ def _is_dicom_name(name: str) -> bool:
 
 
 def _expand(sources: Any, storage_options: dict[str, Any]) -> tuple[list[Any], bool]:
-    """The instances to open, and whether they came from a listing (skip non-DICOM files)."""
-    if isinstance(sources, (str, os.PathLike)):
-        text = os.fspath(sources)
-        if "://" in text and not text.startswith("file://"):
-            import fsspec
+    """The instances to open, and whether they came from a listing (skip non-DICOM files).
 
-            if _is_dicom_name(text.rstrip("/")) and not text.endswith("/"):
-                return [text], False  # one file: no listing (an HTTP "isdir" would download it)
-            fs, root = fsspec.core.url_to_fs(text, **storage_options)
-            web = text.split("://", 1)[0] in ("http", "https")
-            if text.endswith("/") if web else fs.isdir(root):
-                found = sorted(p for p in fs.find(root) if not fs.isdir(p))
-                chosen = [p for p in found if _is_dicom_name(p)] or found
-                return [(fs, p) for p in chosen], True
-            return [text], False
-        if text.startswith("file://"):
-            text = text[len("file://") :]
-        if os.path.isdir(text):
-            found = sorted(
-                os.path.join(dirpath, f) for dirpath, _, files in os.walk(text) for f in files
-            )
+    One file or many, and URL or local path, as `dicomframes.io.resolve` decides
+    for every input; only a folder or URL prefix is listed here.
+    """
+    if not is_single(sources):
+        return inputs(sources), False
+    if not isinstance(sources, (str, os.PathLike)):
+        return [sources], False  # bytes, a file object, a reader, an (fs, path) pair
+    text = os.fspath(sources)
+    if is_url(text):
+        import fsspec
+
+        if _is_dicom_name(text.rstrip("/")) and not text.endswith("/"):
+            return [text], False  # one file: no listing (an HTTP "isdir" would download it)
+        fs, root = fsspec.core.url_to_fs(text, **storage_options)
+        web = text.split("://", 1)[0] in ("http", "https")
+        if text.endswith("/") if web else fs.isdir(root):
+            found = sorted(p for p in fs.find(root) if not fs.isdir(p))
             chosen = [p for p in found if _is_dicom_name(p)] or found
-            return chosen, True
+            return [(fs, p) for p in chosen], True
         return [text], False
-    if isinstance(sources, tuple) and len(sources) == 2 and not isinstance(sources[0], (str, os.PathLike)):
-        return [sources], False  # one (filesystem, path) pair
-    return list(sources), False
+    text = local_path(text)
+    if os.path.isdir(text):
+        found = sorted(
+            os.path.join(dirpath, f) for dirpath, _, files in os.walk(text) for f in files
+        )
+        chosen = [p for p in found if _is_dicom_name(p)] or found
+        return chosen, True
+    return [text], False
 
 
 def open_slide(sources: Any, **options: Any) -> Slide:
@@ -427,8 +431,9 @@ def open_slide(sources: Any, **options: Any) -> Slide:
 
     Parameters
     ----------
-    sources : list of paths/URLs, or one folder or URL prefix
-        The series' instances (anything `dicomframes.open` takes), or a local
+    sources : one instance, a list of them, or one folder or URL prefix
+        The series' instances (anything `dicomframes.open` takes: one of them
+        alone, bytes or a file object included, is one instance), or a local
         folder / fsspec URL prefix whose ``.dcm`` files (all files, if none is
         named so) are the instances. From a folder, files that are not DICOM
         images are skipped.

@@ -1,36 +1,60 @@
-"""Codecs: transfer syntax -> an ordered list of decoder backends.
+"""Codecs: transfer syntax -> an ordered list of decoder backends, and its codec family.
 
 A backend turns one frame's encoded bytes into a raw decoded buffer plus the
 few facts about it that differ from the header (e.g. a JPEG 2000 codestream of
 8-bit precision in a 16-bit file). It knows nothing of files or pixels
-post-processing; `dicomframes.pixels` does that.
+post-processing; `dicomframes.frames.pixels` does that, asking the codec
+family (`dicomframes.frames.codecs.families`) what the codestream declares and
+how pydicom finishes its frames.
 """
 
 from __future__ import annotations
 
-from dicomframes._dicom.syntaxes import TransferSyntax
+from dicomframes._dicom.syntaxes import Codec, TransferSyntax
 from dicomframes.errors import MissingDecoderError, UnsupportedTransferSyntaxError
 from dicomframes.frames.codecs.base import Backend, Decoded, FrameContext
 from dicomframes.frames.codecs.builtin import BUILTIN_BACKENDS
+from dicomframes.frames.codecs.families import CodecFamily, family_for
 from dicomframes.frames.codecs.imagecodecs_backend import (
     IMAGECODECS_BACKENDS,
     IMAGECODECS_RLE,
 )
 
-# Preference order: the first available backend for a syntax is the default
-# (imagecodecs, where installed, is the faster one).
-_BACKENDS: list[Backend] = list(IMAGECODECS_BACKENDS) + list(BUILTIN_BACKENDS) + [IMAGECODECS_RLE]
+# Preference order: for a syntax, the first registered backend that is
+# installed is the default.
+_BACKENDS: list[Backend] = []
 
 
 def register(backend: Backend, first: bool = False) -> None:
-    """Add a decoder backend (optional extras register themselves here)."""
+    """Add a decoder backend, last in the preference order (or first, to make it the default).
+
+    Registering a backend that is registered already moves it.
+    """
+    unregister(backend)
     if first:
         _BACKENDS.insert(0, backend)
     else:
         _BACKENDS.append(backend)
 
 
+def unregister(backend: Backend) -> None:
+    """Remove a backend added by `register` (a no-op if it is not registered)."""
+    # By identity: two Backends with equal fields are still two registrations.
+    _BACKENDS[:] = [b for b in _BACKENDS if b is not backend]
+
+
+# imagecodecs first where installed (it releases the GIL and is the faster
+# one), the required pylibjpeg plugins next; imagecodecs' RLE only by name.
+for _backend in IMAGECODECS_BACKENDS:
+    register(_backend)
+for _backend in BUILTIN_BACKENDS:
+    register(_backend)
+register(IMAGECODECS_RLE)
+del _backend
+
+
 def backends_for(ts: TransferSyntax) -> list[Backend]:
+    """The backends registered for `ts`'s codec family, in preference order."""
     return [b for b in _BACKENDS if ts.codec in b.codecs]
 
 
@@ -39,7 +63,8 @@ def select(ts: TransferSyntax, name: str | None = None, path: str | None = None)
     candidates = backends_for(ts)
     if not candidates:
         raise UnsupportedTransferSyntaxError(f"no decoder exists for {ts.name} ({ts.uid})", path=path)
-    if name is not None and ts.codec not in ("encapsulated-native", "deflate-frames"):
+    # Frames that are pixel bytes have one way of being read: the name is moot.
+    if name is not None and not family_for(ts).pixel_bytes:
         named = [b for b in candidates if b.name == name]
         if not named:
             raise MissingDecoderError(
@@ -62,4 +87,7 @@ def select(ts: TransferSyntax, name: str | None = None, path: str | None = None)
     )
 
 
-__all__ = ["Backend", "Decoded", "FrameContext", "register", "select", "backends_for"]
+__all__ = [
+    "Backend", "Codec", "CodecFamily", "Decoded", "FrameContext",
+    "backends_for", "family_for", "register", "select", "unregister",
+]

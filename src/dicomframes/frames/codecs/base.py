@@ -42,6 +42,8 @@ class Backend:
     """One way of decoding a family of codecs."""
 
     name: str
+    #: the codec families it decodes: `Codec` members (plain strings such as
+    #: ``"jpeg"`` compare equal to them)
     codecs: frozenset[str]
     #: pip packages it needs (named in errors)
     packages: tuple[str, ...]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import zlib
 
+from dicomframes._dicom.syntaxes import Codec
 from dicomframes.frames.codecs.base import Backend, Decoded, FrameContext
 
 
@@ -79,10 +80,10 @@ def _inflate(src: bytes, ctx: FrameContext, params) -> Decoded:
 
 _JPEG = ("pylibjpeg", "pylibjpeg-libjpeg")
 BUILTIN_BACKENDS = [
-    Backend("pylibjpeg", frozenset({"jpeg"}), _JPEG, ("libjpeg",), _libjpeg),
-    Backend("pylibjpeg", frozenset({"j2k", "htj2k"}), ("pylibjpeg", "pylibjpeg-openjpeg"), ("openjpeg",), _openjpeg),
-    Backend("pylibjpeg", frozenset({"rle"}), ("pylibjpeg", "pylibjpeg-rle"), ("rle",), _rle, cheap=True),
-    Backend("pylibjpeg", frozenset({"jpegls"}), ("pyjpegls",), ("jpeg_ls",), _pyjpegls),
-    Backend("numpy", frozenset({"encapsulated-native"}), ("numpy",), ("numpy",), _raw, releases_gil=True),
-    Backend("numpy", frozenset({"deflate-frames"}), ("numpy",), ("zlib",), _inflate, releases_gil=True),
+    Backend("pylibjpeg", frozenset({Codec.JPEG}), _JPEG, ("libjpeg",), _libjpeg),
+    Backend("pylibjpeg", frozenset({Codec.J2K, Codec.HTJ2K}), ("pylibjpeg", "pylibjpeg-openjpeg"), ("openjpeg",), _openjpeg),
+    Backend("pylibjpeg", frozenset({Codec.RLE}), ("pylibjpeg", "pylibjpeg-rle"), ("rle",), _rle, cheap=True),
+    Backend("pylibjpeg", frozenset({Codec.JPEGLS}), ("pyjpegls",), ("jpeg_ls",), _pyjpegls),
+    Backend("numpy", frozenset({Codec.ENCAPSULATED_NATIVE}), ("numpy",), ("numpy",), _raw, releases_gil=True),
+    Backend("numpy", frozenset({Codec.DEFLATE_FRAMES}), ("numpy",), ("zlib",), _inflate, releases_gil=True),
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dicomframes._dicom.syntaxes import Codec
 from dicomframes.frames.codecs.base import Backend, Decoded, FrameContext
 
 
@@ -78,11 +79,11 @@ def _rle(src: bytes, ctx: FrameContext, params) -> Decoded:
 _PKG = ("imagecodecs",)
 _MOD = ("imagecodecs",)
 IMAGECODECS_BACKENDS = [
-    Backend("imagecodecs", frozenset({"jpeg"}), _PKG, _MOD, _jpeg, releases_gil=True),
-    Backend("imagecodecs", frozenset({"jpegls"}), _PKG, _MOD, _jpegls, releases_gil=True),
-    Backend("imagecodecs", frozenset({"j2k"}), _PKG, _MOD, _j2k, releases_gil=True),
-    Backend("imagecodecs", frozenset({"htj2k"}), _PKG, _MOD, _htj2k, releases_gil=True),
+    Backend("imagecodecs", frozenset({Codec.JPEG}), _PKG, _MOD, _jpeg, releases_gil=True),
+    Backend("imagecodecs", frozenset({Codec.JPEGLS}), _PKG, _MOD, _jpegls, releases_gil=True),
+    Backend("imagecodecs", frozenset({Codec.J2K}), _PKG, _MOD, _j2k, releases_gil=True),
+    Backend("imagecodecs", frozenset({Codec.HTJ2K}), _PKG, _MOD, _htj2k, releases_gil=True),
 ]
 # RLE: no faster than pylibjpeg-rle in our measurements, and it crashed on a
 # corrupt segment; available by name (decoder="imagecodecs"), never the default.
-IMAGECODECS_RLE = Backend("imagecodecs", frozenset({"rle"}), _PKG, _MOD, _rle, releases_gil=True)
+IMAGECODECS_RLE = Backend("imagecodecs", frozenset({Codec.RLE}), _PKG, _MOD, _rle, releases_gil=True)

@@ -1,0 +1,60 @@
+"""Frames by number: the seam between locating frames and reading their bytes.
+
+The Reader and the pipeline ask a `FrameSource` where frame i is (`locate`)
+and for the bytes of one frame or of many at once. Files and buckets are
+sources of bytes by range, so their frames come from `IndexedFrames`: a
+`FrameIndex` over the data set's `Source`, read with the fetcher's planned,
+coalesced requests. A server that hands out frames by number (DICOMweb's
+WADO-RS frame retrieval) implements `FrameSource` itself: its spans carry no
+item headers (``items=False``: the bytes are the codestream, `unwrap` passes
+them through), and everything above — pipeline, decoding, Pixels, Reader and
+the consumers — stays the same.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from dicomframes.frames.fetch import FrameBytes, fetch
+from dicomframes.frames.index import FrameIndex
+from dicomframes.frames.span import FrameSpan
+from dicomframes.io.policy import FetchPolicy
+from dicomframes.io.source import Source
+
+
+class FrameSource(ABC):
+    """Where each frame is, and its bytes: one frame, or many in planned requests."""
+
+    #: the path or URL, for error messages
+    name: str = "<frames>"
+
+    @abstractmethod
+    def locate(self, i: int) -> FrameSpan:
+        """Frame `i`'s span (0 <= i < number of frames; the caller checks the range)."""
+
+    @abstractmethod
+    def read(self, span: FrameSpan) -> FrameBytes:
+        """The bytes of one frame, reusing any already read."""
+
+    @abstractmethod
+    def read_many(self, spans: list[FrameSpan], policy: FetchPolicy) -> dict[FrameSpan, FrameBytes]:
+        """The bytes of each span, in as few requests as `policy` allows; a
+        failure names its frame (`StorageError`, `TruncatedFileError`)."""
+
+
+class IndexedFrames(FrameSource):
+    """Frames of a file: its `FrameIndex` locates them, byte-range reads of `source` fetch them."""
+
+    def __init__(self, index: FrameIndex, source: Source) -> None:
+        self.index = index
+        self.source = source
+        self.name = source.name
+
+    def locate(self, i: int) -> FrameSpan:
+        return self.index.span(i)
+
+    def read(self, span: FrameSpan) -> FrameBytes:
+        return self.index.read(span.offset, span.length, frame=span.frame)
+
+    def read_many(self, spans: list[FrameSpan], policy: FetchPolicy) -> dict[FrameSpan, FrameBytes]:
+        return fetch(self.source, spans, policy)
