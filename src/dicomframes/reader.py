@@ -7,10 +7,10 @@ one instance are thin methods over `dicomframes.views`, which sits below.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from functools import partial
-from typing import TYPE_CHECKING, Any, BinaryIO, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -22,7 +22,7 @@ from dicomframes.frames.header import Header, parse_header
 from dicomframes.frames.index import FrameIndex, build_index
 from dicomframes.frames.pipeline import iterate
 from dicomframes.frames.pixels import PixelFormat
-from dicomframes.frames.span import FrameSpan, unwrap
+from dicomframes.frames.span import FrameBytes, FrameSpan, unwrap
 from dicomframes.frames.workers import ProcessPool, available_cores
 from dicomframes.io.policy import FetchPolicy
 from dicomframes.io.resolve import source_for
@@ -220,7 +220,7 @@ class Reader:
     def _span(self, i: int) -> FrameSpan:
         return self.index.span(self._normalise(i))
 
-    def _encoded(self, span: FrameSpan, data: bytes) -> bytes:
+    def _encoded(self, span: FrameSpan, data: FrameBytes) -> FrameBytes:
         if self.header.transfer_syntax.encapsulated:
             return unwrap(span, data, self.path)
         return data
@@ -247,7 +247,7 @@ class Reader:
             self._backend = codecs.select(self.format.ts, self.decoder, self.path)
         return self._backend
 
-    def _decode(self, span: FrameSpan, data: bytes) -> np.ndarray:
+    def _decode(self, span: FrameSpan, data: FrameBytes) -> np.ndarray:
         return decode_span(self.format, self.backend, span, data, self.as_rgb)
 
     def iter_frames(
@@ -281,10 +281,10 @@ class Reader:
         # Inline: decode(span, data). A pool gets `chunk` frames per task, about
         # 1 MiB of decoded pixels: fewer hand-offs per frame (threads) and
         # fewer, larger messages (processes).
-        decode = partial(decode_span, fmt, backend, as_rgb=as_rgb)
+        decode: Callable[..., Any] = partial(decode_span, fmt, backend, as_rgb=as_rgb)
         chunk = max(1, min(16, (1 << 20) // max(1, decoded_bytes)))
-        pool = None
-        own_pool = None
+        pool: Executor | None = None
+        own_pool: ThreadPoolExecutor | None = None
         pickled = False
         if workers > 1 and backend is not None:  # native frames: nothing to decode, a pool measured slower
             if backend.releases_gil:

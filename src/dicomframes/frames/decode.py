@@ -13,11 +13,11 @@ import numpy as np
 from dicomframes.errors import DecodeError, DicomFramesError
 from dicomframes.frames import codecs
 from dicomframes.frames.pixels import PixelFormat
-from dicomframes.frames.span import FrameSpan, unwrap
+from dicomframes.frames.span import FrameBytes, FrameSpan, unwrap
 
 
 def decode_span(
-    fmt: PixelFormat, backend: codecs.Backend | None, span: FrameSpan, data: bytes, as_rgb: bool
+    fmt: PixelFormat, backend: codecs.Backend | None, span: FrameSpan, data: FrameBytes, as_rgb: bool
 ) -> np.ndarray:
     """Decode the bytes of `span` (as read from the data set source).
 

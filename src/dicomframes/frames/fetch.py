@@ -11,13 +11,10 @@ from __future__ import annotations
 import numpy as np
 
 from dicomframes.errors import StorageError, TruncatedFileError
-from dicomframes.frames.span import FrameSpan
+from dicomframes.frames.span import FrameBytes, FrameSpan
 from dicomframes.io.cursor import BlockCache, read_through
 from dicomframes.io.policy import FetchPolicy
 from dicomframes.io.source import Source
-
-#: a frame's bytes as fetched: the request's own bytes, or a view into a larger request's
-FrameBytes = bytes | memoryview
 
 
 def plan(spans: list[FrameSpan], policy: FetchPolicy) -> list[tuple[int, int, list[FrameSpan]]]:

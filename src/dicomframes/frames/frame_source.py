@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-from dicomframes.frames.fetch import FrameBytes, fetch
+from dicomframes.frames.fetch import fetch
 from dicomframes.frames.index import FrameIndex
-from dicomframes.frames.span import FrameSpan
+from dicomframes.frames.span import FrameBytes, FrameSpan
 from dicomframes.io.policy import FetchPolicy
 from dicomframes.io.source import Source
 

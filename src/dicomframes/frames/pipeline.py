@@ -16,9 +16,8 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from dicomframes.errors import DecodeError, DicomFramesError, TruncatedFileError
-from dicomframes.frames.fetch import FrameBytes
 from dicomframes.frames.frame_source import FrameSource
-from dicomframes.frames.span import FrameSpan
+from dicomframes.frames.span import FrameBytes, FrameSpan
 from dicomframes.io.policy import FetchPolicy
 
 

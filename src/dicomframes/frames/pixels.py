@@ -21,7 +21,7 @@ from dicomframes.errors import DecodeError, InvalidFileError
 from dicomframes.frames.codecs import Decoded, FrameContext
 from dicomframes.frames.codecs.families import CodecFamily, Params, family_for, shift_out_high_bits
 from dicomframes.frames.header import Header
-from dicomframes.frames.span import FrameSpan
+from dicomframes.frames.span import FrameBytes, FrameSpan
 
 _YBR = ("YBR_FULL", "YBR_FULL_422")
 _YBR_TO_RGB = np.asarray(
@@ -206,7 +206,7 @@ class PixelFormat:
         )
 
     # -- native --------------------------------------------------------------------
-    def from_native(self, data: bytes, span: FrameSpan, as_rgb: bool = True) -> np.ndarray:
+    def from_native(self, data: FrameBytes, span: FrameSpan, as_rgb: bool = True) -> np.ndarray:
         dtype = self.dtype
         stored_bytes = -(-self.native_frame_bits // 8)
         if self.be_swap_ow:

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from dicomframes._dicom.tags import ITEM
 from dicomframes.errors import FrameIndexError
 
+#: the bytes of a frame as read: a request's own bytes, or a view into them
+FrameBytes = bytes | memoryview
+
 #: an item header: group, element, 32-bit length (always little endian, PS3.5 A.4)
 ITEM_HEADER = struct.Struct("<HHI")
 
@@ -37,7 +40,7 @@ class FrameSpan:
     skip: int = 0
 
 
-def unwrap(span: FrameSpan, data: bytes, name: str) -> bytes:
+def unwrap(span: FrameSpan, data: FrameBytes, name: str) -> FrameBytes:
     """The codestream of an encapsulated frame from the bytes of its span."""
     if not span.items:  # a source of frames by number handed out the codestream itself
         return data

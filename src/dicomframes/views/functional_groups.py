@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -366,10 +367,11 @@ class _Collected:
         self._views()
 
     def _views(self) -> None:
-        # memoryviews take Python ints faster than NumPy item assignment
-        self.columns_view = memoryview(self.columns)
-        self.rows_view = memoryview(self.rows)
-        self.z_view = memoryview(self.z) if self.z is not None else None
+        # memoryviews take Python ints faster than NumPy item assignment. Typed
+        # Any: typeshed's memoryview holds ints only, and z's holds floats.
+        self.columns_view: Any = self.columns.data
+        self.rows_view: Any = self.rows.data
+        self.z_view: Any = self.z.data if self.z is not None else None
 
     def grow(self) -> None:
         old, self.cap = self.cap, self.cap * 2
@@ -608,13 +610,13 @@ def walk_items(
                 continue
 
             if role == _TOP_ITEM:
-                child = _NESTED.get(tag)
-                if child is not None:
+                nested = _NESTED.get(tag)
+                if nested is not None:
                     p += hlen
                     stack.append((role, end, expl, le, item))
                     if vr == b"UN":
                         expl, le = False, True
-                    role, end = child, base + p + vlen
+                    role, end = nested, base + p + vlen
                     continue
                 if tag != OPTICAL_PATH_IDENTIFIER:
                     p += hlen + vlen
