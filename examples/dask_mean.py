@@ -2,6 +2,7 @@
 
     python examples/dask_mean.py [FILE_OR_URL] [--scheduler tcp://host:8786]
 
+Needs the ``[dask]`` extra (``pip install ".[dask]"``); URLs need ``[remote]``.
 Without FILE_OR_URL, writes a 600-frame sample (RLE, 256x256) to a temporary
 folder. Without --scheduler, starts a LocalCluster of 2 worker processes. The
 graph holds the reader once (pickled small); each task reads its chunk of
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 import tempfile
 import time
 
@@ -29,7 +31,10 @@ def main() -> None:
     parser.add_argument("--frames-per-chunk", type=int, default=64)
     args = parser.parse_args()
 
-    from distributed import Client, LocalCluster
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        sys.exit('This example needs Dask and distributed: pip install ".[dask]" (from the repository root)')
 
     with tempfile.TemporaryDirectory() as folder:
         src = args.source or write_sample(os.path.join(folder, "cine.dcm"), frames=600, rows=256, columns=256, syntax="rle")

@@ -5,7 +5,7 @@
 Without IN, writes a 400-frame JPEG-LS sample (512x512) to examples/output/.
 The same from a shell:  dicomframes decompress IN OUT  (add --progress, --keep-ybr,
 --keep-uid, --encapsulated, --force as needed). IN and OUT may be fsspec URLs
-(s3://bucket/key ...).
+(s3://bucket/key ...; URLs need the ``[remote]`` extra: pip install ".[remote]").
 """
 
 import os

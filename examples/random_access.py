@@ -1,9 +1,15 @@
-"""Random access: one frame costs one read of that frame's bytes.
+"""Random access: what one frame costs to read.
 
     python examples/random_access.py [FILE]
 
-Without FILE, writes a 2,000-frame JPEG-LS sample without an offset table, so
-frames are located by walking item headers, only as far as needed.
+With an offset table (BOT or EOT), one frame costs one read of that frame's
+bytes. Without one, the first frame asked for past the frames located so far
+costs a walk over the item headers up to it, read in blocks (64 KiB locally,
+4 MiB remotely), once; after that, every located frame is again one read (or
+none, while its bytes are still in the reader's block cache).
+
+Without FILE, writes a 2,000-frame JPEG-LS sample without an offset table and
+shows both costs.
 """
 
 import os
@@ -22,11 +28,14 @@ def main() -> None:
                             syntax="jpegls", offset_table="none")
     with dicomframes.open(path) as reader:
         print(reader.info.index_kind, "index,", len(reader), "frames")
-        before = dict(reader.stats)
-        tile = reader.frame(1234)
-        after = reader.stats
-        print(f"frame 1234: {tile.shape} {tile.dtype}; "
-              f"{after['requests'] - before['requests']} reads, {after['bytes'] - before['bytes']:,} bytes")
+        steps = [(1234, "first access"), (10, "already located"), (1234, "again")]
+        for i, what in steps:
+            before = dict(reader.stats)
+            tile = reader.frame(i)
+            after = reader.stats
+            reads = after["requests"] - before["requests"]
+            print(f"frame {i} ({what}): {tile.shape} {tile.dtype}; "
+                  f"{reads} read{'' if reads == 1 else 's'}, {after['bytes'] - before['bytes']:,} bytes")
         codestream = reader.encoded_frame(7)
         print(f"frame 7 as stored: {len(codestream):,} bytes starting {codestream[:4].hex()}")
         picks = [1999, 3, 3, 500]

@@ -4,7 +4,8 @@
 
 Without an argument, writes a small pyramid (3 levels of 256x256 JPEG tiles,
 one of them TILED_SPARSE with tiles missing, plus a label image) into
-examples/output/slide/ with a minimal generator (pydicom and imagecodecs), then
+examples/output/slide/ with a minimal generator (pydicom and imagecodecs:
+``pip install ".[fast]" pydicom``), then
 reads it: the levels, tile positions, regions at several levels (OpenSlide's
 convention: locations in level 0 pixels), a thumbnail, and what was read.
 """
@@ -41,6 +42,7 @@ def _sl(tag: int, value: int) -> bytes:
 def write_level(path: str, image: np.ndarray, tile: int, series: str, study: str, number: int,
                 sparse: bool = False, image_type: str = "VOLUME") -> None:
     """One level as one instance: JPEG tiles; sparse levels skip every 7th tile."""
+    require_writer()
     import imagecodecs
     import pydicom
     from pydicom.dataset import Dataset, FileMetaDataset
@@ -88,7 +90,18 @@ def write_level(path: str, image: np.ndarray, tile: int, series: str, study: str
         f.write(head.getvalue() + pffg + pixels)
 
 
+def require_writer() -> None:
+    """Exit with the install command when the pyramid writer's packages are missing."""
+    try:
+        import imagecodecs  # noqa: F401
+        import pydicom  # noqa: F401
+    except ImportError as exc:
+        sys.exit(f"Writing the example slide needs pydicom and imagecodecs ({exc.name} is missing): "
+                 'pip install ".[fast]" pydicom (from the repository root), or give a slide folder or URL')
+
+
 def write_example_slide(folder: str) -> str:
+    require_writer()
     from pydicom.uid import generate_uid
 
     os.makedirs(folder, exist_ok=True)

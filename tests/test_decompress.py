@@ -824,8 +824,9 @@ def test_cli_decompress(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "frames" not in err  # stderr is not a terminal: no progress unless forced
 
-    # An existing destination: refused, with a clear message and exit status 2.
-    assert cli_main(["decompress", src, str(out)]) == 2
+    # An existing destination: refused, with a clear message and exit status 1
+    # (a data error; 2 is for usage errors only, docs/cli.md).
+    assert cli_main(["decompress", src, str(out)]) == 1
     assert "exists" in capsys.readouterr().err
     assert cli_main(["decompress", src, str(out), "--force", "--keep-ybr", "--keep-uid", "--progress"]) == 0
     ds = pydicom.dcmread(out)
@@ -842,7 +843,7 @@ def test_cli_decompress(tmp_path, capsys):
 
 def test_cli_past_4_gib_error(tmp_path, capsys):
     src = write_large_rle(tmp_path / "huge.dcm", 4097)
-    assert cli_main(["decompress", str(src), str(tmp_path / "out.dcm")]) == 2
+    assert cli_main(["decompress", str(src), str(tmp_path / "out.dcm")]) == 1  # a data error (docs/cli.md)
     err = capsys.readouterr().err
     assert "--encapsulated" in err
     assert not (tmp_path / "out.dcm").exists()

@@ -15,12 +15,15 @@ from __future__ import annotations
 from typing import Any
 
 from dicomframes.errors import (
+    ArrayTooLargeError,
+    ClosedReaderError,
     DecodeError,
     DestinationError,
     DestinationExistsError,
     DicomFramesError,
     FrameIndexError,
     FrameMismatchError,
+    FrameNumberError,
     InvalidFileError,
     MissingDecoderError,
     MissingDependencyError,
@@ -70,6 +73,7 @@ __all__ = [
     "FetchPolicy", "Source", "LocalFileSource", "FileObjectSource", "BytesSource",
     "DicomFramesError", "NotDicomError", "TruncatedFileError", "InvalidFileError",
     "FrameIndexError", "UnsupportedTransferSyntaxError", "MissingDecoderError",
-    "DecodeError", "StorageError", "MissingDependencyError", "NotTiledError", "RegionError",
+    "DecodeError", "StorageError", "MissingDependencyError", "FrameNumberError", "ClosedReaderError",
+    "ArrayTooLargeError", "NotTiledError", "RegionError",
     "SlideError", "FrameMismatchError", "TranscodeError", "DestinationError", "DestinationExistsError",
 ]

@@ -1,13 +1,73 @@
-"""The ``dicomframes`` command: ``info``, ``frames``, ``decompress`` and ``sample``."""
+"""The ``dicomframes`` command: ``info``, ``frames``, ``decompress`` and ``sample``.
+
+Exit codes (docs/cli.md): 0 success, 1 an error (the file, the storage, the
+destination), 2 a usage error (bad options, no command), 3 ``info`` found an
+incomplete file, 130 interrupted (Ctrl-C), 141 standard output closed early
+(``| head``), as for a command killed by SIGPIPE. Every error is one line on
+stderr; no input ends in a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import sys
 import time
+from typing import Any
 
-from dicomframes.errors import DicomFramesError
+from dicomframes.errors import (
+    DestinationError,
+    DestinationExistsError,
+    DicomFramesError,
+    FrameIndexError,
+    TruncatedFileError,
+)
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INCOMPLETE = 3
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for `yes | head -1`
+
+#: schemes whose fsspec filesystems take ``endpoint_url=`` (s3fs, gcsfs)
+_ENDPOINT_SCHEMES = ("s3", "s3a", "gs", "gcs")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with usage errors on one line (and a pointer to --help)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {_one_line(message)} (see {self.prog} --help)\n")
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults shown on every option; None defaults described in words in the help itself."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default is None and "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def _error(message: object) -> None:
+    print(f"dicomframes: error: {_one_line(message)}", file=sys.stderr)
+
+
+def _usage_error(args, message: str) -> None:
+    """Exit 2 with `message` on one line, as argparse does for the options it checks itself."""
+    args.parser.error(message)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
 
 
 def _peak_rss_mb() -> float | None:
@@ -19,49 +79,212 @@ def _peak_rss_mb() -> float | None:
     return peak / 1024 if sys.platform != "darwin" else peak / 1024 / 1024
 
 
-def _open(args):
-    from dicomframes.reader import open as open_reader
+# -- argument types ------------------------------------------------------------------------------------
 
-    options = {}
+
+def _int_at_least(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
+    return value
+
+
+def _storage_option(text: str) -> tuple[str, Any]:
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"{text!r} is not key=value (for example -o anon=true)")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw
+    return key, value
+
+
+def decoder_names() -> list[str]:
+    """The decoder backends `--decoder` accepts: those registered for a compressed syntax."""
+    from dicomframes._dicom.syntaxes import SYNTAXES
+    from dicomframes.frames import codecs
+
+    names: set[str] = set()
+    for ts in SYNTAXES.values():
+        if ts.encapsulated and not codecs.family_for(ts).pixel_bytes:
+            names.update(b.name for b in codecs.backends_for(ts))
+    return sorted(names)
+
+
+# -- opening -------------------------------------------------------------------------------------------
+
+
+def _storage_options(args, url: str) -> dict[str, Any]:
+    """The fsspec options (and the source's time budget per read) the storage flags ask for, for `url`."""
+    options: dict[str, Any] = dict(getattr(args, "storage_options", None) or [])
     if getattr(args, "anon", False):
         options["anon"] = True
-    return open_reader(args.path, decoder=getattr(args, "decoder", None), **options)
+    endpoint = getattr(args, "endpoint_url", None)
+    if endpoint:
+        scheme = url.split("://", 1)[0].lower()
+        if scheme not in _ENDPOINT_SCHEMES:
+            _usage_error(
+                args, f"--endpoint-url applies to s3:// and gs:// URLs, not {scheme}:// (pass other options with -o key=value)"
+            )
+        options["endpoint_url"] = endpoint
+    if getattr(args, "timeout", None) is not None:
+        options["timeout"] = args.timeout
+    return options
 
 
-def cmd_info(args) -> int:
-    with _open(args) as reader:
+def _check_local_input(path: str) -> None:
+    """A directory or a missing file, said plainly before opening."""
+    from dicomframes.io.resolve import is_url, local_path
+
+    if is_url(path):
+        return
+    local = local_path(path)
+    if os.path.isdir(local):
+        raise DicomFramesError(
+            "is a directory, not a DICOM file", path=path,
+            hint="give one file; for a whole-slide folder use dicomframes.open_slide(path) in Python",
+        )
+
+
+def _open(args, path: str):
+    from dicomframes.io.resolve import is_url
+    from dicomframes.reader import open as open_reader
+
+    _check_local_input(path)
+    options = _storage_options(args, path) if is_url(path) else {}
+    return open_reader(path, decoder=getattr(args, "decoder", None), **options)
+
+
+def _show_progress(args) -> bool:
+    if getattr(args, "quiet", False):
+        return False
+    progress = getattr(args, "progress", None)
+    return progress if progress is not None else sys.stderr.isatty()
+
+
+def _decoder_name(reader) -> str:
+    """The decoder backend's name, "none (native)" for native data."""
+    try:
+        backend = reader.backend
+    except DicomFramesError as exc:
+        return f"none installed ({_one_line(exc.hint or exc.message)})"
+    return "none (native)" if backend is None else backend.name
+
+
+# -- info ----------------------------------------------------------------------------------------------
+
+
+def _completeness(reader) -> tuple[bool | None, str]:
+    """Whether the file holds all of its last frame, and in words why (or why not)."""
+    n = len(reader)
+    if n == 0:
+        return True, "yes"
+    try:
+        span = reader.index.span(n - 1)
+    except (TruncatedFileError, FrameIndexError) as exc:
+        return False, f"no (the last frame cannot be located: {_one_line(exc.message)})"
+    end = span.offset + span.length
+    size = reader.data_source.size
+    if size is None:
+        return None, "unknown (the file's size is not known yet)"
+    if end > size:
+        return False, f"no (the file ends at {size:,}, the last frame needs {end:,})"
+    return True, "yes"
+
+
+def _info_one(args, path: str) -> tuple[dict[str, Any], bool | None, str]:
+    with _open(args, path) as reader:
         info = reader.info.as_dict()
         if args.walk and reader.info.index_kind == "walked":
             info["fragments"] = reader.index.walk_all()
-        if args.json:
-            print(json.dumps(info, indent=2, default=str))
-        else:
-            width = max(map(len, info))
-            for key, value in info.items():
+        complete, words = _completeness(reader)
+        info["complete"] = complete
+        info["decoder"] = _decoder_name(reader)
+    return info, complete, words
+
+
+def cmd_info(args) -> int:
+    results: list[dict[str, Any]] = []
+    code = EXIT_OK
+    for k, path in enumerate(args.paths):
+        try:
+            info, complete, words = _info_one(args, path)
+        except DicomFramesError as exc:
+            _error(exc)
+            code = EXIT_ERROR
+            results.append({"path": path, "error": _one_line(exc)})
+            continue
+        if complete is False and code == EXIT_OK:
+            code = EXIT_INCOMPLETE
+        results.append(info)
+        if not args.json:
+            if k:
+                print()
+            shown = {key: value for key, value in info.items() if key != "complete"}
+            shown["complete"] = words
+            width = max(map(len, shown))
+            for key, value in shown.items():
                 print(f"{key:<{width}}  {value}")
-    return 0
+    if args.json:
+        out = results[0] if len(args.paths) == 1 else results
+        if len(args.paths) > 1 or "error" not in out:
+            print(json.dumps(out, indent=2, default=str))
+    return code
+
+
+# -- frames --------------------------------------------------------------------------------------------
 
 
 def cmd_frames(args) -> int:
+    from dicomframes.io.local import LocalFileSource
+
     start = time.perf_counter()
     count = 0
     last_report = start
-    with _open(args) as reader:
+    show = _show_progress(args)
+    with _open(args, args.path) as reader:
         total = len(reader) if args.limit is None else min(args.limit, len(reader))
-        indices = range(total)
-        show = args.progress or (args.progress is None and sys.stderr.isatty())
-        for _frame in reader.iter_frames(indices):
-            count += 1
-            now = time.perf_counter()
-            if show and (now - last_report > 0.5 or count == total):
-                rate = count / max(now - start, 1e-9)
-                left = (total - count) / rate if rate else 0
-                print(f"\r{count}/{total} frames  {rate:,.0f} frames/s  {left:,.0f} s left", end="", file=sys.stderr)
-                last_report = now
+        try:
+            for _frame in reader.iter_frames(range(total), workers=args.workers):
+                count += 1
+                now = time.perf_counter()
+                if show and (now - last_report > 0.5 or count == total):
+                    rate = count / max(now - start, 1e-9)
+                    left = (total - count) / rate if rate else 0
+                    print(f"\r{count}/{total} frames  {rate:,.0f} frames/s  {left:,.0f} s left", end="", file=sys.stderr)
+                    last_report = now
+        except DicomFramesError as exc:
+            if show:
+                print(file=sys.stderr)
+            _error(f"{exc}; {count:,} of {_plural(total, 'frame')} decoded before the error")
+            return EXIT_ERROR
         if show:
             print(file=sys.stderr)
         seconds = time.perf_counter() - start
         stats = reader.stats
+        local = isinstance(reader.source, LocalFileSource)
+        decoder = _decoder_name(reader) if count else (
+            "none (native)" if not reader.format.ts.encapsulated else "none (no frame decoded)"
+        )
     peak = _peak_rss_mb()
     result = {
         "frames": count,
@@ -70,42 +293,66 @@ def cmd_frames(args) -> int:
         "peak_rss_mb": round(peak, 1) if peak is not None else None,
         "requests": stats["requests"],
         "bytes_read": stats["bytes"],
+        "decoder": decoder,
     }
     if args.json:
         print(json.dumps(result))
     else:
+        reads = _plural(int(stats["requests"]), "read" if local else "request")
         print(
-            f"{count} frames in {seconds:.2f} s ({result['frames_per_second']} frames/s), "
-            f"peak RSS {result['peak_rss_mb']} MB, {stats['requests']} requests, {stats['bytes']:,} bytes read"
+            f"{_plural(count, 'frame')} in {seconds:.2f} s ({result['frames_per_second']} frames/s), "
+            f"decoder {decoder}, peak RSS {result['peak_rss_mb']} MB, {reads}, "
+            f"{_plural(int(stats['bytes']), 'byte')} read"
         )
-    return 0
+    return EXIT_OK
+
+
+# -- sample --------------------------------------------------------------------------------------------
 
 
 def cmd_sample(args) -> int:
+    from dicomframes.io.resolve import is_url, local_path
     from dicomframes.samples import write_sample
 
+    if is_url(args.out):
+        _usage_error(args, f"sample writes a local file, not {args.out} (write it locally, then copy it)")
+    path = local_path(args.out)
+    if os.path.isdir(path):
+        raise DestinationError("is a directory", path=args.out, hint="give a file name, e.g. sample.dcm inside it")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise DestinationError(f"the folder {folder} does not exist", path=args.out, hint="create it first")
+    if os.path.lexists(path) and not args.force:
+        raise DestinationExistsError("the destination exists", path=args.out, hint="pass --force to replace it")
     try:
-        path = write_sample(
-            args.out, frames=args.frames, rows=args.rows, columns=args.columns,
+        written = write_sample(
+            path, frames=args.frames, rows=args.rows, columns=args.columns,
             samples_per_pixel=args.samples, syntax=args.syntax, offset_table=args.offset_table,
         )
     except ValueError as exc:
-        print(f"dicomframes sample: error: {exc}", file=sys.stderr)
-        return 2
-    print(path)
-    return 0
+        print(f"dicomframes sample: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        raise DestinationError(f"cannot write: {exc.strerror or exc}", path=args.out) from exc
+    print(written)
+    return EXIT_OK
+
+
+# -- decompress ----------------------------------------------------------------------------------------
 
 
 def cmd_decompress(args) -> int:
+    from dicomframes.io.resolve import is_url
     from dicomframes.transcode.decompress import ProgressDisplay, decompress
 
-    src = args.path
-    if args.anon:
-        import fsspec
+    src: Any = args.path
+    _check_local_input(src)
+    if is_url(src):
+        from dicomframes.io.remote import FsspecSource
 
-        src = fsspec.core.url_to_fs(args.path, anon=True)  # anonymous reads; the destination uses its own credentials
-    show = args.progress if args.progress is not None else sys.stderr.isatty()
-    display = ProgressDisplay(sys.stderr) if show else None
+        # The storage flags are for the source; the destination uses its own credentials.
+        src = FsspecSource(args.path, **_storage_options(args, args.path))
+    display = ProgressDisplay(sys.stderr) if _show_progress(args) else None
     start = time.perf_counter()
     try:
         out = decompress(
@@ -118,70 +365,176 @@ def cmd_decompress(args) -> int:
             display.close()
     if args.json:
         print(json.dumps({"output": out, "seconds": round(time.perf_counter() - start, 3)}))
-    return 0
+    return EXIT_OK
+
+
+# -- the parser ----------------------------------------------------------------------------------------
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("dicomframes")
+    except PackageNotFoundError:  # pragma: no cover - run from a source tree without installing
+        return "unknown"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dicomframes", description="Stream the frames of multi-frame DICOM files.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(
+        prog="dicomframes", formatter_class=_HelpFormatter,
+        description="Stream the frames of multi-frame DICOM files.",
+        epilog="Exit codes: 0 ok, 1 error, 2 usage error, 3 incomplete file (info). See docs/cli.md.",
+    )
+    parser.add_argument("--version", action="version", version=f"dicomframes {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    decoders = decoder_names()
 
-    def source_args(p):
-        p.add_argument("path", help="a local path or an fsspec URL (s3://, gs://, https://)")
-        p.add_argument("--anon", action="store_true", help="anonymous access to a public bucket")
-        p.add_argument("--json", action="store_true", help="print JSON")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log what happens (retries, fallbacks) on stderr; -vv for more")
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress display")
 
-    p = sub.add_parser("info", help="what the file holds, and how its frames are indexed")
-    source_args(p)
+    storage = argparse.ArgumentParser(add_help=False)
+    group = storage.add_argument_group("storage (URLs only; ignored for local paths)")
+    group.add_argument("--anon", action="store_true", help="anonymous access to a public bucket")
+    group.add_argument("--endpoint-url", metavar="URL", default=None,
+                       help="an S3-compatible (or GCS) endpoint, e.g. http://localhost:9000 (default: the provider's)")
+    group.add_argument("-o", "--storage-option", dest="storage_options", metavar="KEY=VALUE", action="append",
+                       type=_storage_option, default=[],
+                       help="an fsspec storage option (repeatable); VALUE is parsed as JSON where it parses, "
+                            "else taken as a string")
+    group.add_argument("--timeout", metavar="SECONDS", type=_seconds, default=None,
+                       help="seconds one read may take in all, retries included (default: 30)")
+
+    def decoder_arg(p):
+        p.add_argument("--decoder", default=None, choices=decoders,
+                       help="decoder backend (default: the fastest installed; pylibjpeg decodes as pydicom)")
+
+    def progress_arg(p):
+        p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                       help="show progress on stderr (default: when stderr is a terminal)")
+
+    def add(name: str, **kw):
+        p = sub.add_parser(name, formatter_class=_HelpFormatter, **kw)
+        p.set_defaults(parser=p)  # for usage errors found after parsing
+        return p
+
+    p = add("info", parents=[common, storage], help="what the files hold, how their frames are indexed, whether complete",
+            description="Describe each file; exit 3 when one is incomplete (its last frame lies past its end).")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="local paths or fsspec URLs (s3://, gs://, https://)")
+    p.add_argument("--json", action="store_true", help="print JSON (an object; a list of them for several paths)")
     p.add_argument("--walk", action="store_true", help="walk all fragments of a file without offset table")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("frames", help="decode every frame; print frames, seconds and peak memory")
-    source_args(p)
-    p.add_argument("--limit", type=int, default=None, help="stop after this many frames")
-    p.add_argument("--decoder", default=None, help="decoder backend (default: fastest installed)")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="show progress on stderr")
+    p = add("frames", parents=[common, storage], help="decode every frame; print frames, seconds and peak memory")
+    p.add_argument("path", help="a local path or an fsspec URL (s3://, gs://, https://)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--limit", type=_int_at_least(0), default=None, help="stop after this many frames (default: all)")
+    p.add_argument("--workers", type=_int_at_least(1), default=None,
+                   help="frames decoded in parallel (default: the available cores)")
+    decoder_arg(p)
+    progress_arg(p)
     p.set_defaults(func=cmd_frames)
 
-    p = sub.add_parser(
-        "decompress", help="write a decompressed copy (Explicit VR Little Endian), streaming with flat memory",
-        description="Write what pydicom's decompress() + save_as() write, one frame at a time.",
+    p = add(
+        "decompress", parents=[common, storage],
+        help="write a decompressed copy (Explicit VR Little Endian), streaming with flat memory",
+        description="Write what pydicom's decompress() + save_as() write, one frame at a time. "
+                    "The storage options apply to the source; the destination uses its own credentials.",
     )
-    source_args(p)
+    p.add_argument("path", help="the source: a local path or an fsspec URL")
     p.add_argument("out", help="the destination: a local path or an fsspec URL")
-    p.add_argument("--keep-ybr", action="store_true", help="keep YCbCr frames as YCbCr (default: convert to RGB)")
-    p.add_argument("--keep-uid", action="store_true", help="keep the SOP Instance UID (default: a new one)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--keep-ybr", action="store_true", help="keep YCbCr frames as YCbCr (else: convert to RGB)")
+    p.add_argument("--keep-uid", action="store_true", help="keep the SOP Instance UID (else: a new one)")
     p.add_argument(
         "--encapsulated", action="store_true",
         help="write Encapsulated Uncompressed Explicit VR Little Endian (needed past 4 GiB of pixel data)",
     )
     p.add_argument("--force", action="store_true", help="overwrite an existing destination")
-    p.add_argument("--decoder", default=None, help="decoder backend (default: fastest installed; pylibjpeg: as pydicom)")
-    p.add_argument("--workers", type=int, default=None, help="frames decoded in parallel (default: the cores)")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="show progress on stderr (default: when stderr is a terminal)")
+    decoder_arg(p)
+    p.add_argument("--workers", type=_int_at_least(1), default=None,
+                   help="frames decoded in parallel (default: the available cores)")
+    progress_arg(p)
     p.set_defaults(func=cmd_decompress)
 
-    p = sub.add_parser("sample", help="write a sample multi-frame file (offline, for trying things out)")
-    p.add_argument("out")
-    p.add_argument("--frames", type=int, default=200)
-    p.add_argument("--rows", type=int, default=256)
-    p.add_argument("--columns", type=int, default=256)
-    p.add_argument("--samples", type=int, default=1, choices=(1, 3))
-    p.add_argument("--syntax", default="rle", choices=("native", "rle", "jpegls", "j2k"))
-    p.add_argument("--offset-table", default="bot", choices=("bot", "eot", "none"))
+    p = add("sample", parents=[common], help="write a sample multi-frame file (offline, for trying things out)")
+    p.add_argument("out", help="the local file to write")
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    p.add_argument("--frames", type=_int_at_least(1), default=200, help="number of frames")
+    p.add_argument("--rows", type=_int_at_least(1), default=256, help="rows of each frame")
+    p.add_argument("--columns", type=_int_at_least(1), default=256, help="columns of each frame")
+    p.add_argument("--samples", type=int, default=1, choices=(1, 3), help="samples per pixel (1 grey, 3 RGB)")
+    p.add_argument("--syntax", default="rle", choices=("native", "rle", "jpegls", "j2k"), help="transfer syntax")
+    p.add_argument("--offset-table", default="bot", choices=("bot", "eot", "none"),
+                   help="Basic Offset Table, Extended Offset Table, or none")
     p.set_defaults(func=cmd_sample)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+# -- running -------------------------------------------------------------------------------------------
+
+
+def _logging_handler(verbose: int) -> logging.Handler:
+    logger = logging.getLogger("dicomframes")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("dicomframes: %(levelname)s: %(message)s"))
+    level = logging.WARNING if not verbose else logging.INFO if verbose == 1 else logging.DEBUG
+    handler.setLevel(level)
+    logger.addHandler(handler)
+    if verbose:
+        logger.setLevel(level)
+    return handler
+
+
+def _quiet_stdout() -> None:
+    """After a broken pipe: send what is left of stdout to devnull, so the exit flush is silent."""
     try:
-        return args.func(args)
-    except DicomFramesError as exc:
-        print(f"dicomframes: error: {exc}", file=sys.stderr)
-        return 2
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # pragma: no cover - stdout is not a file
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (see the module docstring)."""
+    parser = build_parser()
+    if argv is None:
+        argv = sys.argv[1:]
+    if not argv:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    args = parser.parse_args(argv)  # exits 2 on usage errors, 0 after --help / --version
+    logger = logging.getLogger("dicomframes")
+    old_level = logger.level
+    handler = _logging_handler(getattr(args, "verbose", 0))
+    try:
+        code = args.func(args)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        _quiet_stdout()
+        return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+    except DicomFramesError as exc:
+        _error(exc)
+        return EXIT_ERROR
+    except OSError as exc:  # the system or the network, not a bug: said as it is
+        _error(f"{type(exc).__name__}: {exc}")
+        return EXIT_ERROR
+    except Exception as exc:  # a bug: one line, and a request to report it
+        print(
+            f"dicomframes: internal error: {type(exc).__name__}: {_one_line(exc)} "
+            "(this is a bug; please report it with the command line that caused it)",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
 
 
 if __name__ == "__main__":

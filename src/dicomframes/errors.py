@@ -115,6 +115,19 @@ class MissingDependencyError(DicomFramesError, ImportError):
     """An optional package that this operation needs is not installed (the hint names it)."""
 
 
+# -- using a reader ----------------------------------------------------------------------
+class FrameNumberError(DicomFramesError, IndexError):
+    """A frame index outside the file's frames (an `IndexError` too, as sequences raise)."""
+
+
+class ClosedReaderError(DicomFramesError, ValueError):
+    """An operation on a closed reader (a `ValueError` too, as closed files raise)."""
+
+
+class ArrayTooLargeError(DicomFramesError):
+    """The frames asked for as one array would take more than `Reader.max_array_bytes`."""
+
+
 # -- whole-slide images ----------------------------------------------------------------
 class NotTiledError(DicomFramesError, ValueError):
     """The file is not a tiled image (no Total Pixel Matrix Columns/Rows)."""
@@ -149,6 +162,6 @@ class DestinationExistsError(DestinationError, FileExistsError):
 __all__ = [
     "DicomFramesError", "NotDicomError", "TruncatedFileError", "InvalidFileError", "FrameIndexError",
     "UnsupportedTransferSyntaxError", "MissingDecoderError", "DecodeError", "StorageError",
-    "MissingDependencyError", "NotTiledError", "RegionError", "SlideError", "FrameMismatchError",
+    "MissingDependencyError", "FrameNumberError", "ClosedReaderError", "ArrayTooLargeError", "NotTiledError", "RegionError", "SlideError", "FrameMismatchError",
     "TranscodeError", "DestinationError", "DestinationExistsError",
 ]

@@ -7,6 +7,7 @@ one instance are thin methods over `dicomframes.views`, which sits below.
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from functools import partial
@@ -14,7 +15,14 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Iterator
 
 import numpy as np
 
-from dicomframes.errors import DicomFramesError, InvalidFileError, StorageError
+from dicomframes.errors import (
+    ArrayTooLargeError,
+    ClosedReaderError,
+    DicomFramesError,
+    FrameNumberError,
+    InvalidFileError,
+    StorageError,
+)
 from dicomframes.frames import codecs
 from dicomframes.frames.decode import decode_chunk, decode_chunk_in_worker, decode_span
 from dicomframes.frames.frame_source import FrameSource, IndexedFrames
@@ -43,6 +51,13 @@ def _count(indices) -> int:
         return len(indices)
     except TypeError:
         return PROCESS_POOL_MIN_FRAMES  # an iterator of unknown length: assume long
+
+
+def _size_text(nbytes: int) -> str:
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if nbytes >= 1 << shift:
+            return f"{nbytes / (1 << shift):.1f} {unit}"
+    return f"{nbytes} bytes"
 
 
 def open_all(items: list, open_one, max_workers: int = 8) -> list:
@@ -97,8 +112,14 @@ class Reader:
     """Frames of one multi-frame DICOM file, read lazily.
 
     Use `dicomframes.open` to make one. Frames come back as NumPy arrays equal
-    to ``pydicom.pixels.pixel_array(path, index=i)``.
+    to ``pydicom.pixels.pixel_array(path, index=i)``: one with ``reader[i]``,
+    several stacked with ``reader[10:20]`` or ``reader[[1, 5, 9]]``, all stacked
+    with ``np.asarray(reader)``.
     """
+
+    #: the most bytes one stacked array (``reader[a:b]``, ``reader[[...]]``,
+    #: ``np.asarray(reader)``) may take; raise it on the class or on one reader
+    max_array_bytes: int = 4 << 30
 
     def __init__(
         self,
@@ -187,9 +208,9 @@ class Reader:
         return self._closed
 
     def check_open(self) -> None:
-        """Raise ``ValueError`` if the reader is closed."""
+        """Raise `ClosedReaderError` (a ``ValueError``) if the reader is closed."""
         if self._closed:
-            raise ValueError(f"I/O operation on a closed reader ({self.path})")
+            raise ClosedReaderError("I/O operation on a closed reader", path=self.path)
 
     def locate_all(self) -> None:
         """Locate every frame now, so that copies of this reader never search.
@@ -206,16 +227,67 @@ class Reader:
         except DicomFramesError:
             pass
 
+    def _out_of_range(self, i: int) -> FrameNumberError:
+        return FrameNumberError(f"frame index {i} out of range for {len(self)} frames", path=self.path)
+
     def _normalise(self, i: int) -> int:
         n = len(self)
         if not isinstance(i, (int, np.integer)):
             raise TypeError(f"frame indices must be integers, not {type(i).__name__}")
-        i = int(i)
-        if i < 0:
-            i += n
-        if not 0 <= i < n:
-            raise IndexError(f"frame index {i} out of range for {n} frames in {self.path}")
-        return i
+        k = int(i)
+        if k < 0:
+            k += n
+        if not 0 <= k < n:
+            raise self._out_of_range(int(i))
+        return k
+
+    def _check_all(self, indices: Collection[Any]) -> None:
+        """Check every index of a collection before anything is read: integers,
+        within range. The error names the first bad index in their order."""
+        n = len(self)
+        if isinstance(indices, range):
+            if indices and not (-n <= min(indices[0], indices[-1]) and max(indices[0], indices[-1]) < n):
+                # the first bad one is among the first 2n + 1 (a range is monotonic)
+                raise self._out_of_range(next(i for i in indices if not -n <= i < n))
+            return
+        if isinstance(indices, np.ndarray):
+            if indices.ndim != 1:
+                raise TypeError(f"frame indices must be one-dimensional, not an array of shape {indices.shape}")
+            if not indices.size:
+                return
+            if indices.dtype.kind not in "iu":
+                raise TypeError(f"frame indices must be integers, not an array of {indices.dtype}")
+            bad = indices >= n if indices.dtype.kind == "u" else (indices < -n) | (indices >= n)
+            if bad.any():
+                raise self._out_of_range(int(indices[int(np.argmax(bad))]))
+            return
+        for i in indices:
+            self._normalise(i)
+
+    def _stack(self, indices: Collection[Any]) -> np.ndarray:
+        """The frames of `indices` in one array (frames, rows, columns[, samples]),
+        read as one iteration; refused above `max_array_bytes`."""
+        self.check_open()
+        self._check_all(indices)
+        count = len(indices)
+        f = self.format
+        nbytes = count * f.pixels_per_frame * f.dtype.itemsize
+        if nbytes > self.max_array_bytes:
+            raise ArrayTooLargeError(
+                f"{count} frames of {f.shape} {f.dtype} take {_size_text(nbytes)}, above the limit of "
+                f"{_size_text(self.max_array_bytes)} for one array",
+                path=self.path,
+                hint="read fewer frames at a time (reader[a:b], reader.iter_frames(...)), or raise the limit: "
+                f"dicomframes.Reader.max_array_bytes = {nbytes} (or on this reader only)",
+            )
+        out: np.ndarray | None = None
+        for k, frame in enumerate(self.iter_frames(indices)):
+            if out is None:
+                out = np.empty((count, *frame.shape), dtype=frame.dtype)
+            out[k] = frame
+        if out is None:
+            out = np.empty((0, *f.shape), dtype=f.dtype)
+        return out
 
     def _span(self, i: int) -> FrameSpan:
         return self.index.span(self._normalise(i))
@@ -237,8 +309,32 @@ class Reader:
         span = self._span(i)
         return self._decode(span, self._frames.read(span))  # reuses bytes already read
 
-    def __getitem__(self, i: int) -> np.ndarray:
-        return self.frame(i)
+    def __getitem__(self, key: Any) -> np.ndarray:
+        """``reader[i]``: frame `i`. ``reader[a:b:step]``, ``reader[[1, 5, 9]]`` or
+        an integer array: those frames stacked (frames, rows, columns[, samples]),
+        read as one planned iteration; negative indices count from the end."""
+        if isinstance(key, (int, np.integer)):
+            return self.frame(int(key))
+        if isinstance(key, slice):
+            return self._stack(range(len(self))[key])
+        if isinstance(key, (list, range, np.ndarray)):
+            if isinstance(key, list):
+                if any(isinstance(i, (bool, np.bool_)) for i in key):
+                    raise TypeError("boolean masks are not frame indices: use reader[np.flatnonzero(mask)]")
+            elif isinstance(key, np.ndarray) and key.dtype == bool:
+                raise TypeError("boolean masks are not frame indices: use reader[np.flatnonzero(mask)]")
+            return self._stack(key)
+        raise TypeError(
+            f"frames are indexed by an integer, a slice, a list or a 1-D integer array, not {type(key).__name__}"
+            + (" (index the frames first, then the array: reader[a:b][..., y, x])" if isinstance(key, tuple) else "")
+        )
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        """All frames stacked (``np.asarray(reader)``), refused above `max_array_bytes`.
+
+        Always a new array (the reader holds no array to share)."""
+        out = self._stack(range(len(self)))
+        return out if dtype is None else out.astype(dtype, copy=False)
 
     @property
     def backend(self) -> codecs.Backend | None:
@@ -267,6 +363,8 @@ class Reader:
         """
         self.check_open()
         wanted = range(len(self)) if indices is None else indices
+        if isinstance(wanted, Collection) and not isinstance(wanted, Iterator):
+            self._check_all(wanted)  # before anything is read; one-shot iterators are checked lazily
         workers = workers or self.workers or available_cores()
         # The budget, in fifths: 2 batches fetched ahead + the one in use, frames
         # being decoded, and a fifth to spare for decoders' working memory.
@@ -300,11 +398,24 @@ class Reader:
             if pool is not None:
                 depth = max(depth, min(2 * workers * chunk, budget // 5 // max(1, decoded_bytes)))
                 chunk = max(1, min(chunk, depth // (2 * workers)))  # every worker busy, one task queued
+        bad: list[BaseException] = []
+
+        def located() -> Iterator[int]:
+            # A bad index ends the indices; its error comes once the frames before it are yielded.
+            for i in wanted:
+                try:
+                    k = self._normalise(i)
+                except (FrameNumberError, TypeError) as exc:
+                    bad.append(exc)
+                    return
+                yield k
+
         try:
-            located = (self._normalise(i) for i in wanted)  # a bad index fails at its place in the order
             yield from iterate(
-                located, self._frames, policy, decode, pool, depth=depth, pickled=pickled, chunk=chunk,
+                located(), self._frames, policy, decode, pool, depth=depth, pickled=pickled, chunk=chunk,
             )
+            if bad:  # the pipeline's fetch thread has been joined: `bad` is final
+                raise bad[0]
         finally:
             if own_pool is not None:
                 own_pool.shutdown(wait=True, cancel_futures=True)
@@ -328,7 +439,7 @@ class Reader:
         file handle or connection and does not read the header again.
         """
         if self._closed:
-            raise ValueError(f"cannot pickle a closed reader ({self.path})")
+            raise ClosedReaderError("cannot pickle a closed reader", path=self.path)
         state = self.__dict__.copy()
         state["_backend"] = None
         state["_processes"] = None

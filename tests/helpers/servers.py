@@ -9,6 +9,8 @@
   can add latency to each request (benchmarks) or inject faults: connections
   dropped mid-body, connections reset before any response, 503 bursts, stalls,
   ranges answered short.
+- `SilentServer`: a socket that accepts connections and never answers (a hung
+  endpoint); `free_port` gives a port where nothing listens (refused).
 
 No mocks: every byte the library reads crosses a real socket.
 """
@@ -31,7 +33,10 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-__all__ = ["Request", "NginxServer", "MotoS3Server", "Proxy", "ProxyLog", "ServerProcess", "find_nginx", "free_port"]
+__all__ = [
+    "Request", "NginxServer", "MotoS3Server", "Proxy", "ProxyLog", "ServerProcess", "SilentServer",
+    "find_nginx", "free_port",
+]
 
 #: GET this path on a proxy for its log as JSON (not itself logged)
 LOG_PATH = "/__proxy__/log"
@@ -484,6 +489,69 @@ class Proxy(_RequestLog):
     def records(self) -> list[Request]:
         with self._lock:
             return list(self._log)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+# -- a hung endpoint ------------------------------------------------------------------------
+
+class SilentServer:
+    """A socket on 127.0.0.1 that accepts connections, reads nothing, answers nothing.
+
+    The connections stay open until `stop` (a server that hangs, not one that
+    is down). ``accepted`` counts the connections it took.
+    """
+
+    def __init__(self) -> None:
+        self._sock: socket.socket | None = None
+        self._conns: list[socket.socket] = []
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.accepted = 0
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "SilentServer":
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(128)
+        self.port = self._sock.getsockname()[1]
+        self._thread = threading.Thread(target=self._accept, args=(self._sock,), daemon=True)
+        self._thread.start()
+        return self
+
+    def _accept(self, sock: socket.socket) -> None:
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:  # closed by stop()
+                return
+            with self._lock:
+                self._conns.append(conn)
+                self.accepted += 1
+
+    def stop(self) -> None:
+        if self._sock is not None:
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() call
+            except OSError:
+                pass
+            self._sock.close()
+            self._sock = None
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+        with self._lock:
+            for conn in self._conns:
+                conn.close()
+            self._conns.clear()
 
     def __enter__(self):
         return self.start()

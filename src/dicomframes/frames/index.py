@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from dicomframes._dicom.tags import ITEM, SEQUENCE_DELIMITER, UNDEFINED
-from dicomframes.errors import FrameIndexError, InvalidFileError, StorageError, TruncatedFileError
+from dicomframes.errors import FrameIndexError, FrameNumberError, InvalidFileError, StorageError, TruncatedFileError
 from dicomframes.frames.header import Header
 from dicomframes.frames.span import ITEM_HEADER, FrameSpan
 from dicomframes.io.cursor import BlockCache, Cursor, read_through
@@ -113,8 +113,9 @@ class FrameIndex(ABC):
         return -1
 
     def check(self, i: int) -> None:
+        """Raise `FrameNumberError` (an `IndexError`) unless 0 <= i < the number of frames."""
         if not 0 <= i < self.number_of_frames:
-            raise IndexError(f"frame index {i} out of range for {self.number_of_frames} frames")
+            raise FrameNumberError(f"frame index {i} out of range for {self.number_of_frames} frames", path=self.name)
 
     def bind(self, source: Source) -> None:
         """Attach a (re)opened source after unpickling: its block cache becomes

@@ -11,23 +11,36 @@ to tell the end of the file from a transfer cut short.
 
 Transient failures (connections reset or dropped mid-body, timeouts, HTTP 5xx,
 throttling) are retried with exponential backoff and jitter, a bounded number
-of times; then a `StorageError` names the URL and the byte range (and, raised
-through the frame index or the fetcher, the frame). A range that comes back
-short before the end of the file is retried, then an error: never a partial
-frame.
+of times and within a time budget per read (`timeout`, 30 s); each retry is
+logged at INFO on the ``dicomframes`` logger. Then a `StorageError` names the
+URL and the byte range (and, raised through the frame index or the fetcher, the
+frame) and says what was tried ("no answer from host:port in 30 s after 5
+tries"). A host that refuses the connection or whose name does not resolve is
+not retried: that fails at once. A range that comes back short before the end
+of the file is retried, then an error: never a partial frame.
+
+Storage options are checked before any I/O against the parameters the
+filesystem class takes (a typo gets the close matches), and an object-store URL
+without a bucket or key is refused with one line.
 """
 
 from __future__ import annotations
 
 import asyncio
+import difflib
 import errno
+import functools
+import inspect
+import logging
 import os
 import random
+import socket
 import threading
 import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
+from urllib.parse import urlsplit
 
 from dicomframes.errors import StorageError
 from dicomframes.io.policy import FetchPolicy
@@ -37,6 +50,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from fsspec.spec import AbstractFileSystem
 
 KiB, MiB = 1 << 10, 1 << 20
+
+#: retries are logged here at INFO (a child of the ``dicomframes`` logger)
+log = logging.getLogger(__name__)
+
+#: seconds one read may take in all, its retries included (`FsspecSource` ``timeout=``)
+DEFAULT_TIMEOUT = 30.0
 
 #: HTTP statuses worth retrying (besides every 5xx)
 _RETRY_STATUSES = {408, 425, 429}
@@ -61,11 +80,16 @@ _TRANSIENT_CODES = {
     "500", "502", "503", "504",
 }
 _TRANSIENT_ERRNOS = {
-    errno.ECONNRESET, errno.ECONNABORTED, errno.ECONNREFUSED, errno.ETIMEDOUT, errno.EPIPE,
+    errno.ECONNRESET, errno.ECONNABORTED, errno.ETIMEDOUT, errno.EPIPE,
     errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENETRESET, errno.EAGAIN, errno.EBUSY,
     getattr(errno, "EREMOTEIO", 121),
 }
 _PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+#: exception class names (anywhere in the MRO) that mean "no answer in time"
+_TIMEOUT_NAMES = {
+    "ServerTimeoutError", "ConnectionTimeoutError", "SocketTimeoutError", "ReadTimeoutError",
+    "ConnectTimeoutError", "FSTimeoutError", "ReadTimeout", "ConnectTimeout",
+}
 
 
 def _chain(exc: BaseException, depth: int = 6) -> Iterator[BaseException]:
@@ -104,8 +128,41 @@ def _error_code(exc: BaseException) -> str | None:
     return None
 
 
+def _unreachable(exc: BaseException) -> tuple[str, str | None] | None:
+    """``("refused" | "dns", "host:port" or None)`` where the host refused the
+    connection or its name did not resolve (anywhere in the chain: aiohttp's
+    ClientConnectorError and botocore's EndpointConnectionError wrap both, and
+    resets too, which are told apart by the OSError underneath); else None."""
+    where = None
+    for e in _chain(exc, 10):
+        host, port = getattr(e, "host", None), getattr(e, "port", None)
+        if where is None and isinstance(host, str) and host and isinstance(port, int):
+            where = f"{host}:{port}"  # aiohttp's ClientConnectorError knows where it went
+        if isinstance(e, socket.gaierror) or type(e).__name__ == "ClientConnectorDNSError":
+            return "dns", where
+        if isinstance(e, ConnectionRefusedError) or (isinstance(e, OSError) and e.errno == errno.ECONNREFUSED):
+            return "refused", where
+    return None
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    """Whether a failure is a timeout: the server did not answer in time."""
+    for e in _chain(exc):
+        if isinstance(e, (TimeoutError, asyncio.TimeoutError, socket.timeout)):
+            return True
+        if {c.__name__ for c in type(e).__mro__} & _TIMEOUT_NAMES:
+            return True
+    return False
+
+
 def is_transient(exc: BaseException) -> bool:
-    """Whether a storage failure is worth retrying (network trouble, 5xx, throttling)."""
+    """Whether a storage failure is worth retrying (network trouble, 5xx, throttling).
+
+    A refused connection and a host name that does not resolve are not: no
+    retry within one read would change them.
+    """
+    if _unreachable(exc) is not None:
+        return False
     for e in _chain(exc):
         if isinstance(e, _PERMANENT):
             return False
@@ -134,6 +191,8 @@ def _out_of_range(exc: BaseException) -> bool:
 def _describe(exc: BaseException | None) -> str:
     if exc is None:  # no attempt failed (a retry loop that never ran)
         return "no attempt was made"
+    if isinstance(exc, _Short):
+        return str(exc)
     text = str(exc).strip() or type(exc).__name__
     return f"{type(exc).__name__}: {text}" if type(exc).__name__ not in text else text
 
@@ -195,8 +254,134 @@ def _after_fork_in_child() -> None:
         pass
 
 
+#: FsspecSource's own keyword options (offered as close matches of a mistyped storage option)
+_OWN_OPTIONS = (
+    "fs", "header_block", "walk_block", "merge_gap", "request_size", "batch_bytes", "concurrency",
+    "tries", "backoff", "timeout", "request_timeout",
+)
+
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+# -- URLs and storage options, checked before any I/O ------------------------------------------
+
+#: object stores whose URLs name ``BUCKET/KEY`` (a file needs both)
+_OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oss"}
+#: options every fsspec filesystem takes (the instance cache's, the listings cache's)
+_FSSPEC_OPTIONS = {
+    "skip_instance_cache", "use_listings_cache", "listings_expiry_time", "max_paths",
+    "add_docs", "add_aliases", "asynchronous", "loop", "batch_size",
+}
+#: fsspec's base classes: their ``**kwargs`` take the options above and nothing else
+_FSSPEC_BASES = {"fsspec.spec.AbstractFileSystem", "fsspec.asyn.AsyncFileSystem"}
+
+
+def _params(func: Any) -> set[str]:
+    """The keyword parameters a callable takes (not ``self``, ``*args``, ``**kwargs``)."""
+    try:
+        sig = inspect.signature(func)
+    except (TypeError, ValueError):  # pragma: no cover - builtins
+        return set()
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {p.name for p in sig.parameters.values() if p.kind in kinds and p.name != "self"}
+
+
+def _s3fs_session_options() -> set[str]:
+    # s3fs passes its other keyword arguments to aiobotocore's session
+    from aiobotocore.session import AioSession
+
+    return _params(AioSession.__init__)
+
+
+def _http_request_options() -> set[str]:
+    # HTTPFileSystem passes its other keyword arguments to every aiohttp request
+    import aiohttp
+
+    return _params(aiohttp.ClientSession._request) - {"method", "str_or_url"}
+
+
+#: filesystems whose ``**kwargs`` we know the destination of: class -> the options it adds
+_KWARGS_GO_TO = {
+    "s3fs.core.S3FileSystem": _s3fs_session_options,
+    "fsspec.implementations.http.HTTPFileSystem": _http_request_options,
+}
+
+
+@functools.lru_cache(maxsize=64)
+def accepted_options(cls: type) -> frozenset[str] | None:
+    """The storage options filesystem class `cls` accepts, or None where it takes
+    ``**kwargs`` that go somewhere we cannot list (then anything is accepted)."""
+    names = set(_FSSPEC_OPTIONS) | set(getattr(cls, "_strip_tokenize_options", ()) or ())
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None or klass is object:
+            continue
+        qualname = f"{klass.__module__}.{klass.__qualname__}"
+        names |= _params(init)
+        try:
+            open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(init).parameters.values())
+        except (TypeError, ValueError):  # pragma: no cover
+            return None
+        if open_ended and qualname not in _FSSPEC_BASES:
+            extra = _KWARGS_GO_TO.get(qualname)
+            if extra is None:
+                return None
+            try:
+                names |= extra()
+            except Exception:  # the library it hands them to is missing: cannot tell
+                return None
+    return frozenset(names)
+
+
+def check_url(url: str) -> None:
+    """Refuse, in one line, an object-store URL that names no bucket or no object."""
+    protocol, sep, rest = url.partition("://")
+    if not sep or "::" in url or protocol.lower() not in _OBJECT_STORES:
+        return
+    bucket, _, key = rest.partition("/")
+    bucket = bucket.split("?", 1)[0]
+    if not bucket:
+        raise StorageError(f"no bucket in the URL: give {protocol}://BUCKET/KEY", path=url)
+    if not key.split("?", 1)[0].strip("/"):
+        raise StorageError(
+            f"no object key in the URL, only a bucket: give {protocol}://{bucket}/KEY", path=url,
+            hint="to open every file of a folder, use dicomframes.open_slide or list them",
+        )
+
+
+def check_storage_options(url: str, options: dict[str, Any], own: Iterable[str] = ()) -> None:
+    """Refuse storage options that the filesystem for `url` does not take, naming
+    the close matches among them and among `own` (the source's own options).
+
+    Filesystems that pass unknown options on to something we cannot list accept
+    anything, so a valid option is never refused.
+    """
+    if not options or "::" in url:
+        return
+    protocol = url.partition("://")[0] if "://" in url else "file"
+    try:
+        from fsspec import get_filesystem_class
+
+        cls = get_filesystem_class(protocol)
+    except (ImportError, ValueError):  # no backend, or unknown protocol: url_to_fs says so
+        return
+    accepted = accepted_options(cls)
+    if accepted is None:
+        return
+    unknown = sorted(k for k in options if k not in accepted)
+    if not unknown:
+        return
+    candidates = sorted(accepted | set(own))
+    parts = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
+        parts.append(f"{name!r}" + (f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""))
+    plural = "s" if len(unknown) > 1 else ""
+    raise StorageError(
+        f"unknown storage option{plural} for {protocol}:// ({cls.__name__}): {', '.join(parts)}",
+        path=url, hint=f"the options are the parameters of {cls.__module__}.{cls.__name__}",
+    )
 
 
 class _Short(Exception):
@@ -227,14 +412,27 @@ class FsspecSource(Source):
         Requests in flight at once (16).
     tries : int
         Attempts per range before giving up (5; 2 on filesystems that retry
-        by themselves, such as s3fs and gcsfs).
+        by themselves, such as s3fs and gcsfs). A refused connection or a host
+        name that does not resolve is not retried.
     backoff : float
         Seconds before the first retry; doubled each time, with jitter.
+    timeout : float
+        Seconds one read may take in all, its retries and their waits
+        included (30): a server that accepts the connection and never answers
+        fails after this long, with a `StorageError` that says how many tries
+        were made. Raise it on slow links: it bounds the transfer too.
     request_timeout : float, optional
-        Seconds one request may take before it is abandoned and retried
-        (async filesystems only). Default: 30 s plus 1 s per MiB asked for.
+        Seconds one attempt may take before it is abandoned and retried
+        (async filesystems, such as HTTP and S3, only; never more than what is
+        left of `timeout`). Default: `timeout` divided by `tries`, plus 1 s per
+        MiB asked for.
     **storage_options
-        Passed to fsspec (e.g. ``anon=True``, ``key=``, ``client_kwargs=``).
+        Passed to fsspec (e.g. ``anon=True``, ``key=``, ``client_kwargs=``),
+        and checked first: an option the filesystem does not take is refused
+        with a `StorageError` naming the close matches. On S3 (s3fs), unless
+        given in ``config_kwargs``, botocore's own retries are turned off (this
+        source retries) and its ``connect_timeout`` and ``read_timeout`` are
+        those of one attempt.
 
     The source pickles as its URL, options and settings, and reconnects lazily
     where it is unpickled (e.g. on a Dask worker) or after a fork.
@@ -256,6 +454,7 @@ class FsspecSource(Source):
         concurrency: int = 16,
         tries: int | None = None,
         backoff: float = 0.2,
+        timeout: float | None = None,
         request_timeout: float | None = None,
         **storage_options: Any,
     ) -> None:
@@ -275,6 +474,11 @@ class FsspecSource(Source):
         self.concurrency = max(1, int(concurrency))
         self._tries = tries
         self.backoff = float(backoff)
+        self.timeout = DEFAULT_TIMEOUT if timeout is None else float(timeout)
+        if not self.timeout > 0:
+            raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+        if request_timeout is not None and not float(request_timeout) > 0:
+            raise ValueError(f"request_timeout must be a positive number of seconds, not {request_timeout!r}")
         self.request_timeout = request_timeout
         self._given_fs = fs
         self._fs = None
@@ -312,8 +516,10 @@ class FsspecSource(Source):
         else:
             from fsspec.core import url_to_fs
 
+            check_url(self.url)
+            check_storage_options(self.url, self.storage_options, own=_OWN_OPTIONS)
             try:
-                self._fs, self._path = url_to_fs(self.url, **self.storage_options)
+                self._fs, self._path = url_to_fs(self.url, **self._fs_options())
             except ImportError as exc:
                 raise StorageError(
                     f"no filesystem for this URL: {exc}", path=self.url,
@@ -322,6 +528,25 @@ class FsspecSource(Source):
             except (ValueError, TypeError) as exc:
                 raise StorageError(f"cannot open: {exc}", path=self.url) from exc
         self._pid = os.getpid()
+
+    def _fs_options(self) -> dict[str, Any]:
+        """The storage options given, with this source's defaults for S3 (s3fs):
+        botocore's retries off and its timeouts those of one attempt, so that
+        a refused endpoint fails at once and a stalled one within `timeout`."""
+        options = dict(self.storage_options)
+        protocol = self.url.partition("://")[0].lower() if "://" in self.url and "::" not in self.url else ""
+        if protocol not in ("s3", "s3a"):
+            return options
+        given = options.get("config_kwargs")
+        config = dict(given) if isinstance(given, dict) else {}
+        if given is not None and not isinstance(given, dict):
+            return options  # not ours to judge: s3fs will say
+        attempt = float(self.request_timeout) if self.request_timeout is not None else self.timeout / self._tries_for(None)
+        config.setdefault("retries", {"total_max_attempts": 1})
+        config.setdefault("connect_timeout", attempt)
+        config.setdefault("read_timeout", attempt)
+        options["config_kwargs"] = config
+        return options
 
     @property
     def fs(self):
@@ -339,10 +564,21 @@ class FsspecSource(Source):
 
     @property
     def tries(self) -> int:
+        return self._tries_for(self.fs)
+
+    def _tries_for(self, fs: Any) -> int:
+        """Attempts per range on `fs` (or, for None, on the class the URL names)."""
         if self._tries is not None:
             return max(1, int(self._tries))
+        if fs is None:
+            try:
+                from fsspec import get_filesystem_class
+
+                fs = get_filesystem_class(self.url.partition("://")[0] if "://" in self.url else "file")
+            except (ImportError, ValueError):
+                return 5
         # s3fs and gcsfs retry by themselves: do not multiply their attempts.
-        own = getattr(self.fs, "retries", None)
+        own = getattr(fs, "retries", None)
         return 2 if isinstance(own, int) and own > 1 else 5
 
     def fetch_policy(self) -> FetchPolicy:
@@ -417,9 +653,30 @@ class FsspecSource(Source):
 
     # -- one range, with retries ------------------------------------------------------------
     def _timeout(self, n: int) -> float:
+        """Seconds one attempt at `n` bytes may take (before the deadline caps it)."""
         if self.request_timeout is not None:
             return float(self.request_timeout)
-        return 30.0 + n / MiB
+        return self.timeout / self.tries + n / MiB
+
+    def _endpoint(self) -> str:
+        """Where the requests go, as ``host:port`` where the URL or options say."""
+        fs = self._fs if self._fs is not None else self._given_fs
+        target = None
+        for options in (
+            self.storage_options, self.storage_options.get("client_kwargs"),
+            {"endpoint_url": getattr(fs, "endpoint_url", None)}, getattr(fs, "client_kwargs", None),
+        ):
+            if isinstance(options, dict) and isinstance(options.get("endpoint_url"), str):
+                target = options["endpoint_url"]
+                break
+        parts = urlsplit(target or self.name)
+        if parts.scheme in ("http", "https") and parts.hostname:
+            try:
+                port = parts.port
+            except ValueError:
+                port = None
+            return f"{parts.hostname}:{port or (443 if parts.scheme == 'https' else 80)}"
+        return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else self.name
 
     def _delay(self, attempt: int) -> float:
         """Seconds to wait before retry `attempt` (1, 2, ...): exponential, jittered."""
@@ -434,6 +691,18 @@ class FsspecSource(Source):
         return err
 
     def _permanent(self, offset: int, n: int, exc: BaseException) -> StorageError:
+        unreachable = _unreachable(exc)
+        if unreachable is not None:
+            kind, where = unreachable
+            where = where or self._endpoint()
+            s3 = self.url.startswith(("s3://", "s3a://"))
+            check = "the endpoint_url" if s3 else "the host and port in the URL"
+            if kind == "refused":
+                return self._fail(offset, n, f"connection refused by {where} (not retried)", exc,
+                                  hint=f"nothing listens there: check {check}, and that the server runs")
+            host = where.rsplit(":", 1)[0] if ":" in where and not where.endswith("]") else where
+            return self._fail(offset, n, f"cannot resolve the host name {host!r} (not retried)", exc,
+                              hint=f"check {check}, and the network's name service")
         if isinstance(exc, FileNotFoundError):
             return self._fail(offset, n, f"no such file ({_describe(exc)})", exc)
         if isinstance(exc, PermissionError):
@@ -451,7 +720,7 @@ class FsspecSource(Source):
                 offset, n, f"the server sent {len(data)} bytes for a {n}-byte range", None,
                 hint="the server ignores HTTP Range requests; serve the file from one that honours them",
             )
-        raise _Short(f"got {len(data)} of {expected} bytes")
+        raise _Short(f"short read: got {len(data)} of {expected} bytes")
 
     async def _size_async(self, fs) -> int | None:
         if self.size is None:
@@ -486,18 +755,36 @@ class FsspecSource(Source):
     # asks for an action (sleep, one range read, the file size) and is sent its
     # outcome as (True, value) or (False, exception); the drivers below do the
     # I/O synchronously or on the event loop.
+    #
+    # Each action comes with the seconds it may take (what is left of the
+    # read's `timeout`, and for a range read at most one attempt's time).
     def _retrying(self, offset: int, n: int):
+        tries = self.tries
+        start = time.monotonic()
+        deadline = start + self.timeout
         last: BaseException | None = None
-        for attempt in range(self.tries):
+        tried = 0
+        for attempt in range(tries):
             if attempt:
+                delay = self._delay(attempt)
+                if time.monotonic() + delay >= deadline:
+                    break  # no time left for another try
                 self.retries += 1
-                yield "sleep", self._delay(attempt)
-            ok, data = yield "read", None
+                log.info(
+                    "retrying %s bytes %d..%d (attempt %d of %d) in %.2f s: %s",
+                    self.name, offset, offset + n - 1, attempt + 1, tries, delay, _describe(last),
+                )
+                yield "sleep", delay
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            tried += 1
+            ok, data = yield "read", min(self._timeout(n), left)
             if not ok:
                 exc = data
                 self.stats.add(1, 0, 0)
                 if _out_of_range(exc):
-                    ok, size = yield "size", None
+                    ok, size = yield "size", max(0.001, deadline - time.monotonic())
                     if not ok:
                         last = size
                         continue
@@ -510,7 +797,7 @@ class FsspecSource(Source):
             self.stats.add(1, len(data), 0)
             size = self.size
             if len(data) < n and size is None:
-                ok, size = yield "size", None
+                ok, size = yield "size", max(0.001, deadline - time.monotonic())
                 if not ok:  # the size lookup failed
                     if not is_transient(size):
                         raise self._permanent(offset, n, size) from size
@@ -522,7 +809,18 @@ class FsspecSource(Source):
                 return self._judge(offset, n, data, size)
             except _Short as exc:
                 last = exc
-        raise self._fail(offset, n, f"failed after {self.tries} tries: {_describe(last)}", last)
+        raise self._exhausted(offset, n, tried, time.monotonic() - start, last)
+
+    def _exhausted(self, offset: int, n: int, tried: int, elapsed: float, last: BaseException | None) -> StorageError:
+        """The error once the tries or the time are spent: what was tried, for how long."""
+        tries = f"{tried} {'try' if tried == 1 else 'tries'}"
+        seconds = f"{elapsed:.0f}" if elapsed >= 10 else f"{elapsed:.1f}"
+        if last is not None and _is_timeout(last):
+            return self._fail(
+                offset, n, f"no answer from {self._endpoint()} in {seconds} s after {tries} (timeout={self.timeout:g} s)",
+                last, hint="the server accepts connections but does not answer; on a slow link, raise timeout=",
+            )
+        return self._fail(offset, n, f"failed after {tries} in {seconds} s: {_describe(last)}", last)
 
     async def _fetch_async(self, fs, offset: int, n: int) -> bytes:
         policy = self._retrying(offset, n)
@@ -538,9 +836,9 @@ class FsspecSource(Source):
                     await asyncio.sleep(arg)
                 elif action == "read":
                     read = fs._cat_file(self._path, start=offset, end=offset + n)
-                    reply = (True, await asyncio.wait_for(read, self._timeout(n)))
+                    reply = (True, await asyncio.wait_for(read, arg))
                 else:
-                    reply = (True, await self._size_async(fs))
+                    reply = (True, await asyncio.wait_for(self._size_async(fs), arg))
             except Exception as exc:  # CancelledError is not an Exception: it propagates
                 reply = (False, exc)
 
@@ -573,7 +871,8 @@ class FsspecSource(Source):
             "header_block": self.header_block, "walk_block": self.walk_block,
             "merge_gap": self.merge_gap, "request_size": self.request_size,
             "batch_bytes": self.batch_bytes, "concurrency": self.concurrency,
-            "tries": self._tries, "backoff": self.backoff, "request_timeout": self.request_timeout,
+            "tries": self._tries, "backoff": self.backoff, "timeout": self.timeout,
+            "request_timeout": self.request_timeout,
         }
 
     def reopen(self) -> "FsspecSource":
@@ -596,6 +895,7 @@ class FsspecSource(Source):
         for key in ("header_block", "walk_block", "merge_gap", "request_size", "batch_bytes",
                     "concurrency", "backoff", "request_timeout"):
             setattr(self, key, settings[key])
+        self.timeout = settings.get("timeout", DEFAULT_TIMEOUT)
         self._tries = settings["tries"]
         self._given_fs = state["fs"]
         self._fs = None  # connect lazily, where we land

@@ -11,6 +11,7 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
+from dicomframes.errors import StorageError
 from dicomframes.io.local import BytesSource, FileObjectSource, LocalFileSource
 from dicomframes.io.source import Source
 
@@ -56,6 +57,21 @@ def inputs(src: Any) -> list[Any]:
     return list(src)
 
 
+def _seekable(fileobj: Any) -> bool:
+    """Whether a file object can seek (pipes, sockets and standard input cannot).
+
+    A closed or odd object that cannot say is taken at its word later."""
+    if not hasattr(fileobj, "seek"):
+        return False
+    seekable = getattr(fileobj, "seekable", None)
+    if not callable(seekable):
+        return True
+    try:
+        return bool(seekable())
+    except (OSError, ValueError):
+        return True
+
+
 def source_for(src: Any, storage_options: dict[str, Any]) -> Source:
     """The `Source` for one input; storage options only apply to remote ones."""
     remote = is_fs_pair(src) or is_url(src)
@@ -65,6 +81,11 @@ def source_for(src: Any, storage_options: dict[str, Any]) -> Source:
         return src
     if isinstance(src, (bytes, bytearray, memoryview)):
         return BytesSource(src)
+    if hasattr(src, "read") and not _seekable(src):
+        raise StorageError(
+            f"cannot open {getattr(src, 'name', None) or type(src).__name__}: the file object is not seekable",
+            hint="random access needs a seekable source: save the stream to a file, or pass a path or URL",
+        )
     if hasattr(src, "read") and hasattr(src, "seek"):
         fs, fs_path = getattr(src, "fs", None), getattr(src, "path", None)
         if isinstance(fs_path, str) and is_filesystem(fs):

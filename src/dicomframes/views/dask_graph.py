@@ -93,7 +93,7 @@ def io_stats() -> dict[str, int]:
 
     Counts every reader copy that computed a chunk here, since the last
     `reset_io_stats`. On a cluster, ask every worker:
-    ``client.run(dicomframes.dask.io_stats)``.
+    ``client.run(dicomframes.integrations.dask.io_stats)``.
     """
     with _io_lock:
         out = dict(_io_retired)

@@ -342,7 +342,7 @@ class Slide:
     def to_dask(self, level: int = 0, tiles_per_chunk: int | tuple[int, int] = 1, **kw: Any):
         """Level `level` as a lazy dask array, one chunk per tile (``[dask]`` extra).
 
-        See `dicomframes.dask.slide_to_dask`; slices equal `read_region` there.
+        See `dicomframes.integrations.dask.slide_to_dask`; slices equal `read_region` there.
         """
         from dicomframes.views.dask_graph import slide_to_dask
 
@@ -429,6 +429,8 @@ def _expand(sources: Any, storage_options: dict[str, Any]) -> tuple[list[Any], b
 def open_slide(sources: Any, **options: Any) -> Slide:
     """Open the instances of one whole-slide series as a `Slide`.
 
+    Only headers are read here; tiles are fetched by `Slide.read_region`.
+
     Parameters
     ----------
     sources : one instance, a list of them, or one folder or URL prefix
@@ -441,8 +443,6 @@ def open_slide(sources: Any, **options: Any) -> Slide:
         ``as_rgb``, ``decoder``, ``workers`` and ``max_inflight`` for each
         reader (see `dicomframes.open`); everything else is a storage option
         for fsspec (e.g. ``anon=True``).
-
-    Only headers are read here; tiles are fetched by `Slide.read_region`.
     """
     reader_options = {k: options.pop(k) for k in _READER_OPTIONS if k in options}
     items, listed = _expand(sources, options)
