@@ -17,7 +17,8 @@ import pytest
 
 import dicomframes
 from dicomframes import StorageError
-from dicomframes.io.remote import FsspecSource, is_transient
+from dicomframes.io.failures import is_transient
+from dicomframes.io.remote import FsspecSource
 
 KiB, MiB = 1 << 10, 1 << 20
 INDEX_FILES = {"BOT": "bot.dcm", "EOT": "eot.dcm", "walked": "walked.dcm"}

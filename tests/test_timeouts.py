@@ -21,7 +21,9 @@ import pytest
 
 import dicomframes
 from dicomframes import StorageError
-from dicomframes.io.remote import DEFAULT_TIMEOUT, FsspecSource, accepted_options, is_transient
+from dicomframes.io.failures import is_transient
+from dicomframes.io.remote import DEFAULT_TIMEOUT, FsspecSource
+from dicomframes.io.storage_options import accepted_options
 from tests.helpers.servers import SilentServer, free_port
 
 KEYS = {"key": "testing", "secret": "testing", "skip_instance_cache": True}

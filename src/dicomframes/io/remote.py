@@ -27,24 +27,21 @@ without a bucket or key is refused with one line.
 from __future__ import annotations
 
 import asyncio
-import difflib
-import errno
-import functools
-import inspect
 import logging
 import os
 import random
-import socket
 import threading
 import time
-import weakref
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 from urllib.parse import urlsplit
 
 from dicomframes.errors import StorageError
+from dicomframes.io.failures import _Short, describe, is_timeout, is_transient, out_of_range, unreachable
+from dicomframes.io.forks import disarm
 from dicomframes.io.policy import FetchPolicy
 from dicomframes.io.source import Range, Source
+from dicomframes.io.storage_options import check_storage_options, check_url
 
 if TYPE_CHECKING:  # pragma: no cover
     from fsspec.spec import AbstractFileSystem
@@ -57,335 +54,13 @@ log = logging.getLogger(__name__)
 #: seconds one read may take in all, its retries included (`FsspecSource` ``timeout=``)
 DEFAULT_TIMEOUT = 30.0
 
-#: HTTP statuses worth retrying (besides every 5xx)
-_RETRY_STATUSES = {408, 425, 429}
-#: exception class names (anywhere in the MRO) that mean "try again"
-_TRANSIENT_NAMES = {
-    # aiohttp
-    "ClientConnectionError", "ClientPayloadError", "ServerDisconnectedError", "ClientOSError",
-    "ServerTimeoutError", "ClientConnectorError", "ContentLengthError", "TransferEncodingError",
-    "ConnectionTimeoutError", "SocketTimeoutError",
-    # botocore / aiobotocore
-    "EndpointConnectionError", "ConnectionClosedError", "ReadTimeoutError", "ConnectTimeoutError",
-    "IncompleteReadError", "ResponseStreamingError", "HTTPClientError", "ProxyConnectionError",
-    # http.client / urllib3 / requests
-    "IncompleteRead", "RemoteDisconnected", "ChunkedEncodingError", "ProtocolError",
-    # fsspec
-    "FSTimeoutError",
-}
-#: S3 / GCS error codes worth retrying
-_TRANSIENT_CODES = {
-    "SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "RequestTimeoutException",
-    "Throttling", "ThrottlingException", "RequestThrottled", "TooManyRequestsException",
-    "500", "502", "503", "504",
-}
-_TRANSIENT_ERRNOS = {
-    errno.ECONNRESET, errno.ECONNABORTED, errno.ETIMEDOUT, errno.EPIPE,
-    errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENETRESET, errno.EAGAIN, errno.EBUSY,
-    getattr(errno, "EREMOTEIO", 121),
-}
-_PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
-#: exception class names (anywhere in the MRO) that mean "no answer in time"
-_TIMEOUT_NAMES = {
-    "ServerTimeoutError", "ConnectionTimeoutError", "SocketTimeoutError", "ReadTimeoutError",
-    "ConnectTimeoutError", "FSTimeoutError", "ReadTimeout", "ConnectTimeout",
-}
-
-
-def _chain(exc: BaseException, depth: int = 6) -> Iterator[BaseException]:
-    """`exc` and the exceptions it was raised from."""
-    seen = set()
-    e: BaseException | None = exc
-    while e is not None and depth and id(e) not in seen:
-        seen.add(id(e))
-        yield e
-        e = e.__cause__ or e.__context__
-        depth -= 1
-
-
-def _status(exc: BaseException) -> int | None:
-    """The HTTP status an exception carries, if any."""
-    for attr in ("status", "status_code", "code"):
-        value = getattr(exc, attr, None)
-        if isinstance(value, int) and 100 <= value < 600:
-            return value
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):  # botocore ClientError
-        value = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        if isinstance(value, int):
-            return value
-    elif response is not None:  # requests HTTPError
-        value = getattr(response, "status_code", None)
-        if isinstance(value, int):
-            return value
-    return None
-
-
-def _error_code(exc: BaseException) -> str | None:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        return response.get("Error", {}).get("Code")
-    return None
-
-
-def _unreachable(exc: BaseException) -> tuple[str, str | None] | None:
-    """``("refused" | "dns", "host:port" or None)`` where the host refused the
-    connection or its name did not resolve (anywhere in the chain: aiohttp's
-    ClientConnectorError and botocore's EndpointConnectionError wrap both, and
-    resets too, which are told apart by the OSError underneath); else None."""
-    where = None
-    for e in _chain(exc, 10):
-        host, port = getattr(e, "host", None), getattr(e, "port", None)
-        if where is None and isinstance(host, str) and host and isinstance(port, int):
-            where = f"{host}:{port}"  # aiohttp's ClientConnectorError knows where it went
-        if isinstance(e, socket.gaierror) or type(e).__name__ == "ClientConnectorDNSError":
-            return "dns", where
-        if isinstance(e, ConnectionRefusedError) or (isinstance(e, OSError) and e.errno == errno.ECONNREFUSED):
-            return "refused", where
-    return None
-
-
-def _is_timeout(exc: BaseException) -> bool:
-    """Whether a failure is a timeout: the server did not answer in time."""
-    for e in _chain(exc):
-        if isinstance(e, (TimeoutError, asyncio.TimeoutError, socket.timeout)):
-            return True
-        if {c.__name__ for c in type(e).__mro__} & _TIMEOUT_NAMES:
-            return True
-    return False
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether a storage failure is worth retrying (network trouble, 5xx, throttling).
-
-    A refused connection and a host name that does not resolve are not: no
-    retry within one read would change them.
-    """
-    if _unreachable(exc) is not None:
-        return False
-    for e in _chain(exc):
-        if isinstance(e, _PERMANENT):
-            return False
-        if isinstance(e, (TimeoutError, asyncio.TimeoutError, ConnectionError)):
-            return True
-        if {c.__name__ for c in type(e).__mro__} & _TRANSIENT_NAMES:
-            return True
-        status = _status(e)
-        if status is not None:
-            return status >= 500 or status in _RETRY_STATUSES
-        if _error_code(e) in _TRANSIENT_CODES:
-            return True
-        if isinstance(e, OSError) and e.errno in _TRANSIENT_ERRNOS:
-            return True
-    return False
-
-
-def _out_of_range(exc: BaseException) -> bool:
-    """Whether a failure says the range starts past the end of the file (HTTP 416)."""
-    for e in _chain(exc):
-        if _status(e) == 416 or _error_code(e) == "InvalidRange":
-            return True
-    return False
-
-
-def _describe(exc: BaseException | None) -> str:
-    if exc is None:  # no attempt failed (a retry loop that never ran)
-        return "no attempt was made"
-    if isinstance(exc, _Short):
-        return str(exc)
-    text = str(exc).strip() or type(exc).__name__
-    return f"{type(exc).__name__}: {text}" if type(exc).__name__ not in text else text
-
-
-#: fsspec filesystems this process inherited through a fork: kept alive, never closed here
-_INHERITED: list[Any] = []
-
-
-def _disarm(filesystems: Iterable[Any]) -> None:
-    """Keep `filesystems` (a forked parent's) alive here, and never close them.
-
-    An async fsspec filesystem closes its connection pool when it is garbage
-    collected (or at exit). In a forked child those connections are the
-    parent's, registered in the event loop's epoll instance that parent and
-    child share: closing them in the child unregisters the parent's sockets,
-    and the parent's next request on them hangs. So a child keeps the
-    instances it inherited and disarms their finalizers.
-    """
-    filesystems = [fs for fs in filesystems if fs is not None]
-    if not filesystems:
-        return
-    _INHERITED.extend(filesystems)
-    ids = {id(fs) for fs in filesystems}
-    # weakref.finalize offers no public way to find the finalizers of an object
-    # it did not register for us (fsspec registers them): read CPython's
-    # registry; where it is absent, keeping the instances alive suffices.
-    registry = getattr(weakref.finalize, "_registry", None)
-    if isinstance(registry, dict):
-        for fin, info in list(registry.items()):
-            target = getattr(info, "weakref", None)
-            if target is not None and id(target()) in ids:
-                fin.detach()
-
-
-def _after_fork_in_child() -> None:
-    """Disarm every fsspec filesystem instance the child inherited (fsspec drops
-    its instance cache in a child, which would garbage-collect them)."""
-    try:
-        from fsspec.spec import AbstractFileSystem
-    except ImportError:  # pragma: no cover - fsspec is a dependency
-        return
-    found: list[AbstractFileSystem] = []
-    stack: list[type[AbstractFileSystem]] = [AbstractFileSystem]
-    seen: set[type[AbstractFileSystem]] = set()
-    while stack:
-        cls = stack.pop()
-        if cls in seen:
-            continue
-        seen.add(cls)
-        stack.extend(cls.__subclasses__())
-        # fsspec has no public list of its cached instances (only clear_instance_cache):
-        # each filesystem class keeps them in its own `_cache` dict.
-        cache = cls.__dict__.get("_cache")
-        if isinstance(cache, dict):
-            found.extend(cache.values())
-    try:
-        _disarm(found)
-    except Exception:  # pragma: no cover - never fail a fork over this
-        pass
-
-
 #: FsspecSource's own keyword options (offered as close matches of a mistyped storage option)
 _OWN_OPTIONS = (
     "fs", "header_block", "walk_block", "merge_gap", "request_size", "batch_bytes", "concurrency",
     "tries", "backoff", "timeout", "request_timeout",
 )
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 
-
-# -- URLs and storage options, checked before any I/O ------------------------------------------
-
-#: object stores whose URLs name ``BUCKET/KEY`` (a file needs both)
-_OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oss"}
-#: options every fsspec filesystem takes (the instance cache's, the listings cache's)
-_FSSPEC_OPTIONS = {
-    "skip_instance_cache", "use_listings_cache", "listings_expiry_time", "max_paths",
-    "add_docs", "add_aliases", "asynchronous", "loop", "batch_size",
-}
-#: fsspec's base classes: their ``**kwargs`` take the options above and nothing else
-_FSSPEC_BASES = {"fsspec.spec.AbstractFileSystem", "fsspec.asyn.AsyncFileSystem"}
-
-
-def _params(func: Any) -> set[str]:
-    """The keyword parameters a callable takes (not ``self``, ``*args``, ``**kwargs``)."""
-    try:
-        sig = inspect.signature(func)
-    except (TypeError, ValueError):  # pragma: no cover - builtins
-        return set()
-    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    return {p.name for p in sig.parameters.values() if p.kind in kinds and p.name != "self"}
-
-
-def _s3fs_session_options() -> set[str]:
-    # s3fs passes its other keyword arguments to aiobotocore's session
-    from aiobotocore.session import AioSession
-
-    return _params(AioSession.__init__)
-
-
-def _http_request_options() -> set[str]:
-    # HTTPFileSystem passes its other keyword arguments to every aiohttp request
-    import aiohttp
-
-    return _params(aiohttp.ClientSession._request) - {"method", "str_or_url"}
-
-
-#: filesystems whose ``**kwargs`` we know the destination of: class -> the options it adds
-_KWARGS_GO_TO = {
-    "s3fs.core.S3FileSystem": _s3fs_session_options,
-    "fsspec.implementations.http.HTTPFileSystem": _http_request_options,
-}
-
-
-@functools.lru_cache(maxsize=64)
-def accepted_options(cls: type) -> frozenset[str] | None:
-    """The storage options filesystem class `cls` accepts, or None where it takes
-    ``**kwargs`` that go somewhere we cannot list (then anything is accepted)."""
-    names = set(_FSSPEC_OPTIONS) | set(getattr(cls, "_strip_tokenize_options", ()) or ())
-    for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None or klass is object:
-            continue
-        qualname = f"{klass.__module__}.{klass.__qualname__}"
-        names |= _params(init)
-        try:
-            open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(init).parameters.values())
-        except (TypeError, ValueError):  # pragma: no cover
-            return None
-        if open_ended and qualname not in _FSSPEC_BASES:
-            extra = _KWARGS_GO_TO.get(qualname)
-            if extra is None:
-                return None
-            try:
-                names |= extra()
-            except Exception:  # the library it hands them to is missing: cannot tell
-                return None
-    return frozenset(names)
-
-
-def check_url(url: str) -> None:
-    """Refuse, in one line, an object-store URL that names no bucket or no object."""
-    protocol, sep, rest = url.partition("://")
-    if not sep or "::" in url or protocol.lower() not in _OBJECT_STORES:
-        return
-    bucket, _, key = rest.partition("/")
-    bucket = bucket.split("?", 1)[0]
-    if not bucket:
-        raise StorageError(f"no bucket in the URL: give {protocol}://BUCKET/KEY", path=url)
-    if not key.split("?", 1)[0].strip("/"):
-        raise StorageError(
-            f"no object key in the URL, only a bucket: give {protocol}://{bucket}/KEY", path=url,
-            hint="to open every file of a folder, use dicomframes.open_slide or list them",
-        )
-
-
-def check_storage_options(url: str, options: dict[str, Any], own: Iterable[str] = ()) -> None:
-    """Refuse storage options that the filesystem for `url` does not take, naming
-    the close matches among them and among `own` (the source's own options).
-
-    Filesystems that pass unknown options on to something we cannot list accept
-    anything, so a valid option is never refused.
-    """
-    if not options or "::" in url:
-        return
-    protocol = url.partition("://")[0] if "://" in url else "file"
-    try:
-        from fsspec import get_filesystem_class
-
-        cls = get_filesystem_class(protocol)
-    except (ImportError, ValueError):  # no backend, or unknown protocol: url_to_fs says so
-        return
-    accepted = accepted_options(cls)
-    if accepted is None:
-        return
-    unknown = sorted(k for k in options if k not in accepted)
-    if not unknown:
-        return
-    candidates = sorted(accepted | set(own))
-    parts = []
-    for name in unknown:
-        close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
-        parts.append(f"{name!r}" + (f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""))
-    plural = "s" if len(unknown) > 1 else ""
-    raise StorageError(
-        f"unknown storage option{plural} for {protocol}:// ({cls.__name__}): {', '.join(parts)}",
-        path=url, hint=f"the options are the parameters of {cls.__module__}.{cls.__name__}",
-    )
-
-
-class _Short(Exception):
-    """A range came back shorter than the file allows (retried like a dropped connection)."""
 
 
 class FsspecSource(Source):
@@ -504,7 +179,7 @@ class FsspecSource(Source):
     # -- the filesystem, (re)connected lazily ---------------------------------------------
     def _connect(self) -> None:
         if self._pid not in (-1, os.getpid()):
-            _disarm([self._fs, self._given_fs])  # the parent's: never close them here
+            disarm([self._fs, self._given_fs])  # the parent's: never close them here
         if self._given_fs is not None:
             fs = self._given_fs
             if self._pid not in (-1, os.getpid()):
@@ -691,9 +366,9 @@ class FsspecSource(Source):
         return err
 
     def _permanent(self, offset: int, n: int, exc: BaseException) -> StorageError:
-        unreachable = _unreachable(exc)
-        if unreachable is not None:
-            kind, where = unreachable
+        why = unreachable(exc)
+        if why is not None:
+            kind, where = why
             where = where or self._endpoint()
             s3 = self.url.startswith(("s3://", "s3a://"))
             check = "the endpoint_url" if s3 else "the host and port in the URL"
@@ -704,11 +379,11 @@ class FsspecSource(Source):
             return self._fail(offset, n, f"cannot resolve the host name {host!r} (not retried)", exc,
                               hint=f"check {check}, and the network's name service")
         if isinstance(exc, FileNotFoundError):
-            return self._fail(offset, n, f"no such file ({_describe(exc)})", exc)
+            return self._fail(offset, n, f"no such file ({describe(exc)})", exc)
         if isinstance(exc, PermissionError):
-            return self._fail(offset, n, f"access denied ({_describe(exc)})", exc,
+            return self._fail(offset, n, f"access denied ({describe(exc)})", exc,
                               hint="check the credentials, or pass anon=True for a public bucket")
-        return self._fail(offset, n, _describe(exc), exc)
+        return self._fail(offset, n, describe(exc), exc)
 
     def _judge(self, offset: int, n: int, data: bytes, size: int | None) -> bytes:
         """`data` if it is the whole range (or all the file holds of it); else raise `_Short`."""
@@ -772,7 +447,7 @@ class FsspecSource(Source):
                 self.retries += 1
                 log.info(
                     "retrying %s bytes %d..%d (attempt %d of %d) in %.2f s: %s",
-                    self.name, offset, offset + n - 1, attempt + 1, tries, delay, _describe(last),
+                    self.name, offset, offset + n - 1, attempt + 1, tries, delay, describe(last),
                 )
                 yield "sleep", delay
             left = deadline - time.monotonic()
@@ -783,7 +458,7 @@ class FsspecSource(Source):
             if not ok:
                 exc = data
                 self.stats.add(1, 0, 0)
-                if _out_of_range(exc):
+                if out_of_range(exc):
                     ok, size = yield "size", max(0.001, deadline - time.monotonic())
                     if not ok:
                         last = size
@@ -815,12 +490,12 @@ class FsspecSource(Source):
         """The error once the tries or the time are spent: what was tried, for how long."""
         tries = f"{tried} {'try' if tried == 1 else 'tries'}"
         seconds = f"{elapsed:.0f}" if elapsed >= 10 else f"{elapsed:.1f}"
-        if last is not None and _is_timeout(last):
+        if last is not None and is_timeout(last):
             return self._fail(
                 offset, n, f"no answer from {self._endpoint()} in {seconds} s after {tries} (timeout={self.timeout:g} s)",
                 last, hint="the server accepts connections but does not answer; on a slow link, raise timeout=",
             )
-        return self._fail(offset, n, f"failed after {tries} in {seconds} s: {_describe(last)}", last)
+        return self._fail(offset, n, f"failed after {tries} in {seconds} s: {describe(last)}", last)
 
     async def _fetch_async(self, fs, offset: int, n: int) -> bytes:
         policy = self._retrying(offset, n)
