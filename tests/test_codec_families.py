@@ -361,8 +361,10 @@ def _registry() -> dict[str, list[int]]:
 
 
 def test_builtin_preference_order():
-    for uid in (BASELINE, JPEG_LS_LOSSLESS, J2K_LOSSLESS, HTJ2K_LOSSLESS):
+    for uid in (BASELINE, J2K_LOSSLESS, HTJ2K_LOSSLESS):
         assert _names(uid) == ["imagecodecs", "pylibjpeg"]
+    # JPEG-LS: pylibjpeg-libjpeg decodes it too, last: the fallback for codestreams CharLS refuses
+    assert _names(JPEG_LS_LOSSLESS) == ["imagecodecs", "pylibjpeg", "libjpeg"]
     assert _names(RLE_LOSSLESS) == ["pylibjpeg", "imagecodecs"]  # imagecodecs' RLE never the default
     assert _names(ENC_NATIVE) == _names(DEFLATED_FRAMES) == ["numpy"]
     assert _names(EXPLICIT_LE) == []

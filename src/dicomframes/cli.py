@@ -1,4 +1,4 @@
-"""The ``dicomframes`` command: ``info``, ``frames``, ``decompress`` and ``sample``.
+"""The ``dicomframes`` command: ``info``, ``frames``, ``export``, ``decompress`` and ``sample``.
 
 Exit codes (docs/cli.md): 0 success, 1 an error (the file, the storage, the
 destination), 2 a usage error (bad options, no command), 3 ``info`` found an
@@ -368,6 +368,107 @@ def cmd_decompress(args) -> int:
     return EXIT_OK
 
 
+# -- export --------------------------------------------------------------------------------------------
+
+
+def _frame_list(text: str) -> str:
+    from dicomframes.transcode.export import parse_frame_list
+
+    try:
+        parse_frame_list(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _region(text: str) -> tuple[int, int, int, int]:
+    fields = text.split(",")
+    try:
+        x, y, w, h = (int(f) for f in fields)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not X,Y,W,H (four integers, e.g. 0,0,512,512)") from None
+    problems = [f"{name} must be at least {low}, not {v}"
+                for name, v, low in (("X", x, 0), ("Y", y, 0), ("W", w, 1), ("H", h, 1)) if v < low]
+    if problems:
+        raise argparse.ArgumentTypeError(f"{text!r}: " + "; ".join(problems))
+    return x, y, w, h
+
+
+class _FileProgress:
+    """One progress line on stderr, redrawn at most twice a second: files written, rate, time left."""
+
+    def __init__(self) -> None:
+        self.start = self.last = time.perf_counter()
+        self.open_line = False
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if now - self.last < 0.5 and done != total:
+            return
+        self.last = now
+        rate = done / max(now - self.start, 1e-9)
+        left = (total - done) / rate if rate else 0
+        print(f"\rexport: {done}/{total} files  {rate:,.1f} files/s  {left:,.0f} s left", end="", file=sys.stderr)
+        self.open_line = True
+
+    def close(self) -> None:
+        if self.open_line:
+            print(file=sys.stderr)
+            self.open_line = False
+
+
+def cmd_export(args) -> int:
+    from dicomframes.io.resolve import is_url
+    from dicomframes.transcode import export
+
+    if is_url(args.out):
+        _usage_error(args, f"export writes local files, not {args.out} (write them locally, then copy them)")
+    if args.level is not None and args.region is None:
+        _usage_error(args, "--level applies to --region only")
+    options = _storage_options(args, args.path) if is_url(args.path) else {}
+    start = time.perf_counter()
+    try:
+        if args.region is None and args.thumbnail is None:
+            if not is_url(args.path) and os.path.isdir(args.path):
+                raise DicomFramesError(
+                    "is a directory, not a DICOM file", path=args.path,
+                    hint="give one file; for a whole-slide folder use --region or --thumbnail",
+                )
+            display = _FileProgress() if _show_progress(args) else None
+            try:
+                written = export.export_frames(
+                    args.path, args.out, frames=args.frames, format=args.format, overwrite=args.force,
+                    progress=display, decoder=args.decoder, workers=args.workers, **options,
+                )
+            finally:
+                if display is not None:
+                    display.close()
+        else:
+            from dicomframes.wsi.slide import open_slide
+
+            with open_slide(args.path, decoder=args.decoder, workers=args.workers, **options) as slide:
+                if args.region is not None:
+                    level = args.level or 0
+                    if level >= slide.level_count:
+                        _usage_error(args, f"--level {level} out of range: the slide has levels 0 to {slide.level_count - 1}")
+                    x, y, w, h = args.region
+                    written = [export.export_region(slide, args.out, (x, y), (w, h), level=level,
+                                                    format=args.format, overwrite=args.force)]
+                else:
+                    written = [export.export_thumbnail(slide, args.out, args.thumbnail,
+                                                       format=args.format, overwrite=args.force)]
+    except DicomFramesError:
+        raise
+    except ValueError as exc:  # the frame list against the file, the destination's name
+        _usage_error(args, str(exc))
+    if args.json:
+        print(json.dumps({"outputs": written, "seconds": round(time.perf_counter() - start, 3)}))
+    else:
+        for path in written:
+            print(path)
+    return EXIT_OK
+
+
 # -- the parser ----------------------------------------------------------------------------------------
 
 
@@ -436,6 +537,36 @@ def build_parser() -> argparse.ArgumentParser:
     decoder_arg(p)
     progress_arg(p)
     p.set_defaults(func=cmd_frames)
+
+    p = add(
+        "export", parents=[common, storage],
+        help="write frames, a whole-slide region or a thumbnail as PNG, TIFF or NumPy files",
+        description="Write frames (one file each), or for whole-slide files a region or a thumbnail, "
+                    "as PNG, TIFF or .npy files, pixel for pixel as the reader gives them. "
+                    'PNG and TIFF need the [export] extra (pip install "dicomframes[export]").',
+    )
+    p.add_argument("path", metavar="SRC",
+                   help="a DICOM file; for --region and --thumbnail a whole-slide folder, file or URL prefix")
+    p.add_argument("out", metavar="OUT",
+                   help="a folder (frame00042.png ...), a pattern with {frame} (out/f{frame:05d}.png), or a file "
+                        "name for one frame, a region or a thumbnail")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--frames", type=_frame_list, default=None, metavar="LIST",
+                      help="frames to write: indices and start:stop[:step] ranges, e.g. 0:10,42 (default: all)")
+    what.add_argument("--region", type=_region, default=None, metavar="X,Y,W,H",
+                      help="a whole-slide region: X,Y in level 0 pixels, W,H at --level (default: none)")
+    what.add_argument("--thumbnail", type=_int_at_least(1), default=None, metavar="N",
+                      help="the whole slide scaled to fit N x N pixels (default: none)")
+    p.add_argument("--level", type=_int_at_least(0), default=None, help="the pyramid level of --region (default: 0)")
+    p.add_argument("--format", choices=("png", "tiff", "npy"), default=None,
+                   help="the file format (default: from OUT's suffix; png for a folder)")
+    p.add_argument("--force", action="store_true", help="overwrite existing files")
+    decoder_arg(p)
+    p.add_argument("--workers", type=_int_at_least(1), default=None,
+                   help="frames decoded in parallel (default: the available cores)")
+    progress_arg(p)
+    p.add_argument("--json", action="store_true", help='print JSON: {"outputs", "seconds"}')
+    p.set_defaults(func=cmd_export)
 
     p = add(
         "decompress", parents=[common, storage],

@@ -35,7 +35,7 @@ from dicomframes.frames.workers import ProcessPool, available_cores
 from dicomframes.io.policy import FetchPolicy
 from dicomframes.io.resolve import source_for
 from dicomframes.io.source import Source
-from dicomframes.views import dask_graph, regions
+from dicomframes.views import dask_graph, display, regions
 from dicomframes.views.geometry import TileGeometry
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -344,7 +344,8 @@ class Reader:
         return self._backend
 
     def _decode(self, span: FrameSpan, data: FrameBytes) -> np.ndarray:
-        return decode_span(self.format, self.backend, span, data, self.as_rgb)
+        # A decoder the user named is used alone; the default one falls back to the others.
+        return decode_span(self.format, self.backend, span, data, self.as_rgb, fallback=self.decoder is None)
 
     def iter_frames(
         self,
@@ -379,7 +380,7 @@ class Reader:
         # Inline: decode(span, data). A pool gets `chunk` frames per task, about
         # 1 MiB of decoded pixels: fewer hand-offs per frame (threads) and
         # fewer, larger messages (processes).
-        decode: Callable[..., Any] = partial(decode_span, fmt, backend, as_rgb=as_rgb)
+        decode: Callable[..., Any] = partial(decode_span, fmt, backend, as_rgb=as_rgb, fallback=chosen is None)
         chunk = max(1, min(16, (1 << 20) // max(1, decoded_bytes)))
         pool: Executor | None = None
         own_pool: ThreadPoolExecutor | None = None
@@ -504,6 +505,38 @@ class Reader:
         does no harm). Needs the ``[dask]`` extra.
         """
         return dask_graph.reader_to_dask(self, frames_per_chunk, **kw)
+
+    # -- metadata and display transforms (dicomframes.views.display) -----------------------
+    def dataset(self) -> Any:
+        """Everything but Pixel Data as a pydicom ``Dataset`` (a ``FileDataset``),
+        parsed from the header bytes: those before the Pixel Data element, read
+        again (at most one request, two for a Deflated file; none where the
+        source still holds them).
+
+        Equal, element for element, to ``pydicom.dcmread(path,
+        stop_before_pixels=True)``. Made anew on every call (nothing is kept).
+        Needs pydicom (``pip install pydicom``, or the ``[metadata]`` extra):
+        without it, `MissingDependencyError`.
+        """
+        self.check_open()
+        return display.header_dataset(self)
+
+    def modality_lut(self, frame: Any, **kw: Any) -> np.ndarray:
+        """pydicom's ``apply_modality_lut`` on `frame` (an array, or a frame number
+        to read), with the frame's Pixel Value Transformation where the file has
+        functional groups; see `dicomframes.views.display.modality_lut`."""
+        return display.modality_lut(frame, self, **kw)
+
+    def voi_lut(self, frame: Any, index: int = 0, **kw: Any) -> np.ndarray:
+        """pydicom's ``apply_voi_lut`` on `frame` (an array, or a frame number to
+        read), with the frame's Frame VOI LUT where the file has functional
+        groups; see `dicomframes.views.display.voi_lut`."""
+        return display.voi_lut(frame, self, index, **kw)
+
+    def palette(self, frame: Any, **kw: Any) -> np.ndarray:
+        """pydicom's ``apply_color_lut`` on `frame` (an array, or a frame number to
+        read) with the file's Palette Color LUT; see `dicomframes.views.display.palette`."""
+        return display.palette(frame, self, **kw)
 
 
 def open(

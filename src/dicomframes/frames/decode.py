@@ -6,6 +6,7 @@ run it with only small, picklable arguments.
 
 from __future__ import annotations
 
+import logging
 from functools import partial
 
 import numpy as np
@@ -15,14 +16,36 @@ from dicomframes.frames import codecs
 from dicomframes.frames.pixels import PixelFormat
 from dicomframes.frames.span import FrameBytes, FrameSpan, unwrap
 
+log = logging.getLogger("dicomframes")
+
+# Errors that are never a backend's failure on a frame: no fallback, no wrapping.
+_FATAL = (MemoryError, KeyboardInterrupt, SystemExit, GeneratorExit)
+
+# (file, backends that failed, backend used) already logged: one warning each.
+_LOGGED: set[tuple[str | None, tuple[str, ...], str]] = set()
+
 
 def decode_span(
-    fmt: PixelFormat, backend: codecs.Backend | None, span: FrameSpan, data: FrameBytes, as_rgb: bool
+    fmt: PixelFormat,
+    backend: codecs.Backend | None,
+    span: FrameSpan,
+    data: FrameBytes,
+    as_rgb: bool,
+    *,
+    fallback: bool | None = None,
 ) -> np.ndarray:
     """Decode the bytes of `span` (as read from the data set source).
 
+    When `backend` fails on the frame, the other installed backends for the
+    syntax are tried in preference order (`codecs.fallbacks`), the first
+    fallback per file and backend logged at WARNING on the ``dicomframes``
+    logger. `fallback` says whether to: True where the backend is the default
+    one, False where the user named it; None (the default) falls back only
+    when `backend` is the syntax's default backend.
+
     Whatever goes wrong with hostile bytes surfaces as a `DecodeError` naming
-    the frame; nothing else escapes (MemoryError and interrupts aside).
+    the frame (and, after fallbacks, every backend tried with its error);
+    nothing else escapes (MemoryError and interrupts aside).
     """
     name = fmt.name if backend is None else backend.name
     try:
@@ -32,13 +55,36 @@ def decode_span(
         params = fmt.codestream_parameters(src)
         fmt.check_codestream(params, span.frame)
         assert backend is not None
-        decoded = backend.decode(src, fmt.context(params, as_rgb), params)
-        return fmt.from_decoded(decoded, params, span.frame, as_rgb)
+        ctx = fmt.context(params, as_rgb)
+        try:
+            return fmt.from_decoded(backend.decode(src, ctx, params), params, span.frame, as_rgb)
+        except _FATAL:
+            raise
+        except BaseException as exc:
+            others = codecs.fallbacks(fmt.ts, backend) if _may_fall_back(fmt, backend, fallback) else []
+            if not others:
+                raise
+            failures: list[tuple[codecs.Backend, BaseException]] = [(backend, exc)]
+            for other in others:
+                try:
+                    out = fmt.from_decoded(other.decode(src, ctx, params), params, span.frame, as_rgb)
+                except _FATAL:
+                    raise
+                except BaseException as again:
+                    failures.append((other, again))
+                    continue
+                _log_fallback(fmt, span.frame, [b for b, _ in failures], other, exc)
+                return out
+            raise DecodeError(
+                "no installed decoder could decode the frame: "
+                + "; ".join(f"{_label(b)}: {_describe(e)}" for b, e in failures),
+                path=fmt.name, frame=span.frame, offset=span.offset,
+            ) from exc
     except DicomFramesError as exc:
         if exc.offset is None:  # name where the frame's bytes are
             exc.offset = span.offset
         raise
-    except (MemoryError, KeyboardInterrupt, SystemExit, GeneratorExit):
+    except _FATAL:
         raise
     except BaseException as exc:  # also Rust panics from pylibjpeg-rle (a BaseException)
         raise DecodeError(
@@ -47,17 +93,52 @@ def decode_span(
         ) from exc
 
 
+def _may_fall_back(fmt: PixelFormat, backend: codecs.Backend, fallback: bool | None) -> bool:
+    if fallback is not None:
+        return fallback
+    try:  # not told: fall back from the default backend only, never from another one chosen by name
+        return codecs.select(fmt.ts) is backend
+    except DicomFramesError:
+        return False
+
+
+def _label(backend: codecs.Backend) -> str:
+    return f"{backend.name} ({', '.join(backend.packages)})"
+
+
+def _describe(exc: BaseException) -> str:
+    text = exc.message if isinstance(exc, DicomFramesError) else str(exc)
+    return f"{type(exc).__name__}: {text}"
+
+
+def _log_fallback(
+    fmt: PixelFormat, frame: int, failed: list[codecs.Backend], used: codecs.Backend, first: BaseException
+) -> None:
+    key = (fmt.name, tuple(_label(b) for b in failed), _label(used))
+    if key in _LOGGED:
+        return
+    if len(_LOGGED) >= 4096:  # bounded over a long-lived process reading many files
+        _LOGGED.clear()
+    _LOGGED.add(key)
+    log.warning(
+        "%s: frame %d: %s could not decode it (%s); decoded with %s instead "
+        "(logged once per file and decoders)",
+        fmt.name or "<file>", frame, ", ".join(key[1]), _describe(first), key[2],
+    )
+
+
 # -- worker processes ------------------------------------------------------------
 _WORKER_BACKENDS: dict[tuple[str, str | None], codecs.Backend] = {}
 
 
 def decode_in_worker(fmt: PixelFormat, decoder: str | None, span: FrameSpan, data: bytes, as_rgb: bool) -> np.ndarray:
-    """`decode_span` in a worker process, selecting the backend there by name."""
+    """`decode_span` in a worker process, selecting the backend there by name
+    (falling back as in-process: only where `decoder` is None)."""
     key = (fmt.ts.uid, decoder)
     backend = _WORKER_BACKENDS.get(key)
     if backend is None and fmt.ts.encapsulated:
         backend = _WORKER_BACKENDS[key] = codecs.select(fmt.ts, decoder, fmt.name)
-    return decode_span(fmt, backend, span, data, as_rgb)
+    return decode_span(fmt, backend, span, data, as_rgb, fallback=decoder is None)
 
 
 def decode_chunk(decode_one, items: list[tuple[FrameSpan, bytes]]) -> list:

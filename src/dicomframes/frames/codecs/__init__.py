@@ -58,6 +58,13 @@ def backends_for(ts: TransferSyntax) -> list[Backend]:
     return [b for b in _BACKENDS if ts.codec in b.codecs]
 
 
+def fallbacks(ts: TransferSyntax, chosen: Backend) -> list[Backend]:
+    """The installed backends to try, in preference order, when `chosen` fails on a frame of `ts`."""
+    if family_for(ts).pixel_bytes:
+        return []
+    return [b for b in backends_for(ts) if b is not chosen and b.available()]
+
+
 def select(ts: TransferSyntax, name: str | None = None, path: str | None = None) -> Backend:
     """The backend that decodes `ts`: the one called `name`, or the first installed."""
     candidates = backends_for(ts)
@@ -89,5 +96,5 @@ def select(ts: TransferSyntax, name: str | None = None, path: str | None = None)
 
 __all__ = [
     "Backend", "Codec", "CodecFamily", "Decoded", "FrameContext",
-    "backends_for", "family_for", "register", "select", "unregister",
+    "backends_for", "fallbacks", "family_for", "register", "select", "unregister",
 ]

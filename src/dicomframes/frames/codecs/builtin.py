@@ -53,6 +53,17 @@ def _pyjpegls(src: bytes, ctx: FrameContext, params) -> Decoded:
     return Decoded(data, bits_allocated=_precision_bits(bits, ctx.bits_allocated) if bits <= 16 else None, planar_configuration=planar)
 
 
+def _libjpeg_ls(src: bytes, ctx: FrameContext, params) -> Decoded:
+    # libjpeg also reads JPEG-LS, including some codestreams CharLS refuses
+    # (e.g. one without its End Of Image marker); always sample-interleaved.
+    from libjpeg.utils import decode_pixel_data
+
+    data = decode_pixel_data(src, version=2)
+    precision = params.get("precision", ctx.bits_stored)
+    planar = 0 if params.get("components", ctx.samples_per_pixel) > 1 else None
+    return Decoded(data, bits_allocated=_precision_bits(precision, ctx.bits_allocated), planar_configuration=planar)
+
+
 def frame_bytes(ctx: FrameContext) -> int:
     """Bytes of one uncompressed frame (Bits Allocated 1 packed into whole bytes)."""
     pixels = ctx.rows * ctx.columns * ctx.samples_per_pixel
@@ -84,6 +95,8 @@ BUILTIN_BACKENDS = [
     Backend("pylibjpeg", frozenset({Codec.J2K, Codec.HTJ2K}), ("pylibjpeg", "pylibjpeg-openjpeg"), ("openjpeg",), _openjpeg),
     Backend("pylibjpeg", frozenset({Codec.RLE}), ("pylibjpeg", "pylibjpeg-rle"), ("rle",), _rle, cheap=True),
     Backend("pylibjpeg", frozenset({Codec.JPEGLS}), ("pyjpegls",), ("jpeg_ls",), _pyjpegls),
+    # After CharLS (pyjpegls): the fallback for JPEG-LS frames it refuses.
+    Backend("libjpeg", frozenset({Codec.JPEGLS}), _JPEG, ("libjpeg",), _libjpeg_ls),
     Backend("numpy", frozenset({Codec.ENCAPSULATED_NATIVE}), ("numpy",), ("numpy",), _raw, releases_gil=True),
     Backend("numpy", frozenset({Codec.DEFLATE_FRAMES}), ("numpy",), ("zlib",), _inflate, releases_gil=True),
 ]
