@@ -182,3 +182,165 @@ def test_frames_truncated_counts_decoded(tmp_path, capsys):
     assert "complete" in capsys.readouterr().out
     assert main(["frames", str(path), "--no-progress"]) == 1
     assert "3 of 4 frames decoded before the error" in capsys.readouterr().err
+
+
+# -- info: modality, file size, lossy flag, whole-slide fields (docs/cli.md) ---------------------------
+
+def _pyramid_level(tmp_path, level=0):
+    from tests.helpers.wsigen import write_pyramid
+
+    pyr = write_pyramid(tmp_path / "slide", width=600, height=400, levels=2, codec="native",
+                        label=False, overview=False)
+    return str(pyr.levels[level].paths[0])
+
+
+def test_info_metadata_of_a_sample_file(tmp_path, capsys):
+    import os
+
+    path = str(tmp_path / "s.dcm")
+    main(["sample", path, "--frames", "2", "--rows", "8", "--columns", "8"])
+    capsys.readouterr()
+    assert main(["info", path, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["modality"] == "OT" and info["lossy"] is False
+    assert info["file_size"] == os.path.getsize(path)
+    assert info["whole_slide"] is None  # not tiled
+    assert main(["info", path]) == 0
+    lines = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines())
+    assert lines["modality"] == "OT" and lines["lossy"] == "no"
+    assert lines["file_size"] == f"{os.path.getsize(path):,} bytes"
+    assert "total_pixel_matrix" not in lines and "tile_grid" not in lines
+
+
+def test_info_lossy_flag(tmp_path, capsys):
+    path = str(tmp_path / "j.dcm")
+    main(["sample", path, "--frames", "2", "--rows", "32", "--columns", "32", "--syntax", "j2k"])
+    capsys.readouterr()
+    assert main(["info", path, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    from dicomframes._dicom.syntaxes import SYNTAXES
+
+    assert info["lossy"] is SYNTAXES[info["transfer_syntax_uid"]].lossy
+
+
+def test_info_whole_slide_level(tmp_path, capsys):
+    path = _pyramid_level(tmp_path, level=1)  # 300 x 200 in tiles of 128 x 96
+    assert main(["info", path, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["modality"] == "SM" and info["lossy"] is False
+    assert info["whole_slide"] == {
+        "total_pixel_matrix": [300, 200], "tile_grid": [3, 3], "organization": "TILED_FULL",
+        "image_type": ["ORIGINAL", "PRIMARY", "VOLUME", "NONE"], "pixel_spacing": [0.001, 0.001],
+        "geometry_error": None,
+    }
+    assert main(["info", path]) == 0
+    lines = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines())
+    assert lines["total_pixel_matrix"] == "300 x 200 pixels"
+    assert lines["tile_grid"] == "3 x 3 tiles (across x down)"
+    assert lines["organization"] == "TILED_FULL"
+    assert lines["image_type"] == "ORIGINAL\\PRIMARY\\VOLUME\\NONE"
+    assert lines["pixel_spacing"] == "0.001 x 0.001 mm (row x column)"
+    assert "geometry_error" not in lines and lines["complete"] == "yes"
+
+
+def test_info_whole_slide_sparse(tmp_path, capsys):
+    from tests.helpers.wsigen import write_pyramid
+
+    pyr = write_pyramid(tmp_path / "sparse", width=600, height=400, levels=1, codec="native",
+                        label=False, overview=False, organizations="TILED_SPARSE")
+    assert main(["info", str(pyr.levels[0].paths[0]), "--json"]) == 0
+    slide = json.loads(capsys.readouterr().out)["whole_slide"]
+    assert slide["organization"] == "TILED_SPARSE" and slide["tile_grid"] == [5, 5]
+    assert slide["pixel_spacing"] == [0.0005, 0.0005]
+
+
+@pytest.mark.parametrize("error", ["NotTiledError", "InvalidFileError"])
+def test_info_reports_what_is_known_when_the_geometry_fails(tmp_path, capsys, monkeypatch, error):
+    from dicomframes import errors
+    from dicomframes.reader import Reader
+
+    path = _pyramid_level(tmp_path)
+
+    def broken(self):
+        raise getattr(errors, error)("the tile geometry is broken", path=path)
+
+    monkeypatch.setattr(Reader, "tile_geometry", property(broken))
+    assert main(["info", path, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["number_of_frames"] == 25 and info["modality"] == "SM"
+    slide = info["whole_slide"]
+    assert slide["total_pixel_matrix"] == [600, 400] and slide["image_type"][2] == "VOLUME"
+    assert slide["tile_grid"] is None and slide["organization"] is None and slide["pixel_spacing"] is None
+    assert "the tile geometry is broken" in slide["geometry_error"]
+    assert main(["info", path]) == 0
+    out = capsys.readouterr().out
+    assert "tile_grid                   unknown" in out and "the tile geometry is broken" in out
+
+
+def test_info_pixel_spacing_failure_keeps_the_rest(tmp_path, capsys, monkeypatch):
+    from dicomframes.errors import InvalidFileError
+    from dicomframes.views.geometry import TileGeometry
+
+    path = _pyramid_level(tmp_path)
+
+    def broken(self):
+        raise InvalidFileError("bad shared functional groups", path=path)
+
+    monkeypatch.setattr(TileGeometry, "pixel_spacing", property(broken))
+    assert main(["info", path, "--json"]) == 0
+    slide = json.loads(capsys.readouterr().out)["whole_slide"]
+    assert slide["tile_grid"] == [5, 5] and slide["organization"] == "TILED_FULL"
+    assert slide["pixel_spacing"] is None and "bad shared functional groups" in slide["geometry_error"]
+
+
+# -- progress: the same flags and default for frames, export and decompress -----------------------------
+
+_PROGRESS_LABELS = {"frames": "frames: 3/3 frames", "export": "export: 3/3 files", "decompress": "decompress: 3/3 frames"}
+
+
+def _progress_command(command, path, tmp_path):
+    if command == "frames":
+        return ["frames", path]
+    if command == "export":
+        return ["export", path, str(tmp_path / f"out-{len(list(tmp_path.iterdir()))}"), "--format", "npy"]
+    return ["decompress", path, str(tmp_path / f"d-{len(list(tmp_path.iterdir()))}.dcm")]
+
+
+@pytest.mark.parametrize("command", ["frames", "export", "decompress"])
+def test_progress_flags_are_the_same_for_long_commands(tmp_path, capsys, command):
+    path = str(tmp_path / "s.dcm")
+    main(["sample", path, "--frames", "3", "--rows", "16", "--columns", "16"])
+    capsys.readouterr()
+    args = cli.build_parser().parse_args(_progress_command(command, path, tmp_path))
+    assert args.progress is None and args.quiet is False  # the default: on when stderr is a terminal
+    for flags, shown in (([], False), (["--progress"], True), (["--no-progress"], False),
+                         (["--progress", "-q"], False), (["--quiet", "--progress"], False)):
+        assert main(_progress_command(command, path, tmp_path) + flags) == 0, flags
+        err = capsys.readouterr().err
+        assert (_PROGRESS_LABELS[command] in err) is shown, (flags, err)
+        if not shown:
+            assert err == "", (flags, err)
+
+
+@pytest.mark.parametrize("command", ["frames", "export", "decompress"])
+def test_progress_follows_the_terminal(tmp_path, capsys, monkeypatch, command):
+    path = str(tmp_path / "s.dcm")
+    main(["sample", path, "--frames", "3", "--rows", "16", "--columns", "16"])
+    capsys.readouterr()
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert main(_progress_command(command, path, tmp_path)) == 0
+    assert _PROGRESS_LABELS[command] in capsys.readouterr().err
+    assert main(_progress_command(command, path, tmp_path) + ["-q"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("command", ["frames", "export", "decompress"])
+def test_progress_nothing_on_stderr_when_piped(tmp_path, command):
+    path = str(tmp_path / "s.dcm")
+    assert main(["sample", path, "--frames", "3", "--rows", "16", "--columns", "16"]) == 0
+    run = [sys.executable, "-m", "dicomframes", *_progress_command(command, path, tmp_path)]
+    out = subprocess.run(run, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    run = [sys.executable, "-m", "dicomframes", *_progress_command(command, path, tmp_path), "--progress"]
+    out = subprocess.run(run, capture_output=True, text=True)
+    assert out.returncode == 0 and _PROGRESS_LABELS[command] in out.stderr, out.stderr

@@ -211,9 +211,85 @@ def _completeness(reader) -> tuple[bool | None, str]:
     return True, "yes"
 
 
+def _int_or_none(value: Any) -> int | None:
+    value = value[0] if isinstance(value, list) and value else value
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _image_type(value: Any) -> list[str] | None:
+    """Image Type as a list of its values (a single value, or a backslash-joined string, split)."""
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    return str(value).split("\\")
+
+
+def _whole_slide(reader) -> dict[str, Any] | None:
+    """The tiled image's matrix, tile grid, organisation, image type and pixel spacing; None if not tiled.
+
+    What the geometry cannot tell (a damaged or inconsistent header) is null, with the reason in
+    ``geometry_error``: `info` reports what is known and does not fail on it.
+    """
+    header = reader.header
+    if header.get("TotalPixelMatrixColumns") is None:
+        return None
+    width = _int_or_none(header.get("TotalPixelMatrixColumns"))
+    height = _int_or_none(header.get("TotalPixelMatrixRows"))
+    out: dict[str, Any] = {
+        "total_pixel_matrix": [width, height] if width is not None and height is not None else None,
+        "tile_grid": None,
+        "organization": None,
+        "image_type": _image_type(header.get("ImageType")),
+        "pixel_spacing": None,
+        "geometry_error": None,
+    }
+    try:
+        geometry = reader.tile_geometry
+    except DicomFramesError as exc:
+        out["geometry_error"] = _one_line(exc.message)
+        return out
+    out["total_pixel_matrix"] = [geometry.width, geometry.height]
+    out["tile_grid"] = [geometry.tiles_across, geometry.tiles_down]
+    out["organization"] = geometry.organization
+    try:
+        spacing = geometry.pixel_spacing
+    except DicomFramesError as exc:
+        out["geometry_error"] = f"pixel spacing: {_one_line(exc.message)}"
+    else:
+        out["pixel_spacing"] = [float(v) for v in spacing] if spacing is not None else None
+    return out
+
+
+def _info_text(key: str, value: Any) -> str:
+    """The text form of the fields that `info` adds to `ImageInfo`'s."""
+    if key == "file_size":
+        return "unknown" if value is None else _plural(value, "byte")
+    if key == "lossy":
+        return "yes" if value else "no"
+    if key in ("total_pixel_matrix", "tile_grid"):
+        if value is None:
+            return "unknown"
+        return f"{value[0]:,} x {value[1]:,}" + (" tiles (across x down)" if key == "tile_grid" else " pixels")
+    if key == "pixel_spacing":
+        return "unknown" if value is None else f"{value[0]:g} x {value[1]:g} mm (row x column)"
+    if key == "image_type":
+        return "unknown" if value is None else "\\".join(value)
+    if value is None and key in ("modality", "organization"):
+        return "unknown"
+    return str(value)
+
+
 def _info_one(args, path: str) -> tuple[dict[str, Any], bool | None, str]:
     with _open(args, path) as reader:
         info = reader.info.as_dict()
+        info["modality"] = reader.header.get("Modality")
+        info["file_size"] = reader.source.size
+        info["lossy"] = bool(reader.header.transfer_syntax.lossy)
+        info["whole_slide"] = _whole_slide(reader)
         if args.walk and reader.info.index_kind == "walked":
             info["fragments"] = reader.index.walk_all()
         complete, words = _completeness(reader)
@@ -239,7 +315,14 @@ def cmd_info(args) -> int:
         if not args.json:
             if k:
                 print()
-            shown = {key: value for key, value in info.items() if key != "complete"}
+            shown: dict[str, Any] = {}
+            for key, value in info.items():
+                if key == "whole_slide":  # its fields on lines of their own, where it is there
+                    for sub, item in (value or {}).items():
+                        if sub != "geometry_error" or item is not None:
+                            shown[sub] = _info_text(sub, item)
+                elif key != "complete":
+                    shown[key] = _info_text(key, value)
             shown["complete"] = words
             width = max(map(len, shown))
             for key, value in shown.items():
@@ -270,7 +353,8 @@ def cmd_frames(args) -> int:
                 if show and (now - last_report > 0.5 or count == total):
                     rate = count / max(now - start, 1e-9)
                     left = (total - count) / rate if rate else 0
-                    print(f"\r{count}/{total} frames  {rate:,.0f} frames/s  {left:,.0f} s left", end="", file=sys.stderr)
+                    print(f"\rframes: {count}/{total} frames  {rate:,.0f} frames/s  {left:,.0f} s left",
+                          end="", file=sys.stderr, flush=True)
                     last_report = now
         except DicomFramesError as exc:
             if show:
@@ -408,7 +492,8 @@ class _FileProgress:
         self.last = now
         rate = done / max(now - self.start, 1e-9)
         left = (total - done) / rate if rate else 0
-        print(f"\rexport: {done}/{total} files  {rate:,.1f} files/s  {left:,.0f} s left", end="", file=sys.stderr)
+        print(f"\rexport: {done}/{total} files  {rate:,.1f} files/s  {left:,.0f} s left", end="", file=sys.stderr,
+              flush=True)
         self.open_line = True
 
     def close(self) -> None:
@@ -494,7 +579,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-v", "--verbose", action="count", default=0,
                         help="log what happens (retries, fallbacks) on stderr; -vv for more")
-    common.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress display (overrides --progress)")
 
     storage = argparse.ArgumentParser(add_help=False)
     group = storage.add_argument_group("storage (URLs only; ignored for local paths)")

@@ -20,6 +20,7 @@ inline reader of its own for 150,000-item sequences, on the same constants.)
 
 from __future__ import annotations
 
+import logging
 import struct
 from typing import Any, Callable, Iterator, Protocol
 
@@ -38,6 +39,8 @@ from dicomframes.errors import DicomFramesError, InvalidFileError, TruncatedFile
 
 #: what a truncation error says the file ends inside
 _HEADER = "an element header"
+
+log = logging.getLogger("dicomframes")
 
 # One unpack per header: group, element and the next 4 bytes as one uint32 (an
 # item's or an implicit VR element's length; in explicit VR, the VR and the
@@ -96,6 +99,13 @@ class ElementWalker:
     explicit, little : bool
         The encoding of the data set (items of an undefined-length UN are read
         as Implicit VR Little Endian whatever these say).
+    stray_items : bool
+        Whether `elements` moves past a defined-length item or sequence
+        delimiter at the top level (logging a warning) as pydicom does, which
+        keeps it as an element of that length; some writers leave one, e.g.
+        after a sequence declared with length 0. Off, they are refused. An
+        item delimiter (where pydicom ends the data set) and an undefined-length
+        item are refused either way.
 
     Nesting depth counts open sequences and items: a top-level sequence is at
     depth 1, its items at 2, a sequence inside them at 3; a sequence deeper
@@ -103,12 +113,15 @@ class ElementWalker:
     """
 
     def __init__(self, reader: ByteReader, *, name: str, size: int | None = None,
-                 explicit: bool = True, little: bool = True) -> None:
+                 explicit: bool = True, little: bool = True, stray_items: bool = False) -> None:
         self.reader = reader
         self.name = name
         self.size = size
         self.explicit = explicit
         self.little = little
+        self.stray_items = stray_items
+        #: stray items and delimiters moved past so far (only the first is logged as a warning)
+        self.strays = 0
 
     def error(self, cls: type[DicomFramesError], message: str, offset: int | None = None) -> DicomFramesError:
         """`cls` naming the file and `offset` (default: the reader's position)."""
@@ -275,7 +288,8 @@ class ElementWalker:
         Each is yielded as an `Element` tuple when its header has been read;
         the caller may read its value (all of it) or move past it with `skip`
         before asking for the next. A value the caller left alone is skipped.
-        Items and delimiters are refused here: they belong inside sequences.
+        Items and delimiters are refused here: they belong inside sequences
+        (but see `stray_items`).
         """
         reader = self.reader
         skip, header = reader.skip, self._header
@@ -288,7 +302,16 @@ class ElementWalker:
                 return
             tag, vr, length = found
             if tag >> 16 == DELIMITER_GROUP:
-                raise self.error(InvalidFileError, f"unexpected item or delimiter tag {tag_text(tag)} at the top level", start)
+                if not (self.stray_items and tag in (ITEM, SEQUENCE_DELIMITER) and length != UNDEFINED):
+                    raise self.error(InvalidFileError, f"unexpected item or delimiter tag {tag_text(tag)} at the top level", start)
+                # pydicom keeps it as an element of that length: move past it the same way.
+                self.skip_value(length, tag)
+                # One warning per walk: a hostile file could hold millions of 8-byte strays.
+                log.log(logging.WARNING if not self.strays else logging.DEBUG,
+                        "%s: skipped a stray %s %s of %d bytes at the top level of the data set (offset %d), as pydicom does",
+                        self.name, "item" if tag == ITEM else "sequence delimiter", tag_text(tag), length, start)
+                self.strays += 1
+                continue
             value_start = reader.pos
             yield tag, None if vr is None else _VR_TEXT.get(vr) or vr.decode("latin-1"), length, start, value_start
             if reader.pos != value_start:

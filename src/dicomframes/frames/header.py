@@ -10,6 +10,7 @@ walked item by item without keeping anything.
 
 from __future__ import annotations
 
+import logging
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +46,8 @@ from dicomframes.io.inflate import InflatedSource
 from dicomframes.io.source import Source
 
 _MAX_SMALL_VALUE = 1 << 16  # the attributes we keep are short strings and numbers
+
+log = logging.getLogger("dicomframes")
 
 # Top-level attributes we keep: tag -> (keyword, VR used when the file is implicit VR).
 WANTED: dict[int, tuple[str, str]] = {
@@ -162,7 +165,9 @@ class _Parser:
         first = self.cur.peek(6)
         if len(first) == 6 and ts.little_endian:
             self.explicit = first[4:6] in VRS_BYTES
-        self.walker = ElementWalker(cur, name=source.name, size=source.size, explicit=self.explicit, little=self.little)
+        # Stray items at the top level are moved past as pydicom does (with a warning).
+        self.walker = ElementWalker(cur, name=source.name, size=source.size, explicit=self.explicit, little=self.little,
+                                    stray_items=True)
 
     def error(self, cls, message: str, offset: int | None = None):
         return self.walker.error(cls, message, offset)
@@ -219,6 +224,23 @@ def _guess_syntax(head: bytes) -> TransferSyntax:
     return EXPLICIT_VR_LITTLE_ENDIAN if explicit else IMPLICIT_VR_LITTLE_ENDIAN
 
 
+def _meta_is_explicit(first: bytes, size: int | None, pos: int, name: str) -> bool:
+    """Whether the file meta group whose first 8 bytes are `first` is explicit VR.
+
+    Implicit VR only when the two bytes after the first group 0002 tag are no
+    VR and, read as a 4-byte length, they make a plausible one for a meta
+    element; otherwise explicit (and an invalid VR is refused as such).
+    """
+    if len(first) < 8 or struct.unpack("<H", first[:2])[0] != 0x0002 or first[4:6] in VRS_BYTES:
+        return True
+    length = struct.unpack("<I", first[4:8])[0]
+    if length > _MAX_SMALL_VALUE or (size is not None and pos + 8 + length > size):
+        return True
+    log.warning("%s: the file meta information is encoded Implicit VR Little Endian (the standard says explicit VR); "
+                "reading it as implicit VR, as pydicom does", name)
+    return False
+
+
 def parse_header(source: Source, first_read: int = 64 * 1024) -> tuple[Header, Source]:
     """Parse `source` up to its Pixel Data element.
 
@@ -238,12 +260,15 @@ def parse_header(source: Source, first_read: int = 64 * 1024) -> tuple[Header, S
     # deflated) the data set: the start of the file is read once.
     cur = Cursor(source, meta_offset, first_read, buffered=head[meta_offset:])
     parser = _Parser(source, EXPLICIT_VR_LITTLE_ENDIAN, cur)
-    # File meta information: group 0002, always explicit VR little endian.
+    # File meta information: group 0002, always explicit VR little endian by the
+    # standard, but some writers encode it implicit VR; like pydicom, believe the
+    # bytes of the first element.
+    meta_explicit = _meta_is_explicit(cur.peek(8), source.size, cur.pos, name)
     while True:
         peek = cur.peek(8)
         if len(peek) < 8 or struct.unpack("<H", peek[:2])[0] != 0x0002:
             break
-        tag, _, length = parser.walker.header(True, True)
+        tag, _, length = parser.walker.header(meta_explicit, True)
         if length == UNDEFINED or length > _MAX_SMALL_VALUE:
             raise parser.error(InvalidFileError, f"file meta element {tag_text(tag)} has an invalid length {length}")
         raw = cur.read(length, "the file meta information")
