@@ -10,13 +10,11 @@ import pytest
 pydicom = pytest.importorskip("pydicom")
 imagecodecs = pytest.importorskip("imagecodecs")
 
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.encaps import encapsulate, encapsulate_extended
 from pydicom.pixels import pixel_array
-from pydicom.uid import generate_uid
 
 import dicomframes
 from dicomframes.frames import codecs
+from tests.helpers.encapsulated import write_encapsulated
 
 
 def _frames(n: int, rows: int, cols: int, spp: int, dtype, maxval: int) -> list[np.ndarray]:
@@ -31,34 +29,6 @@ def _frames(n: int, rows: int, cols: int, spp: int, dtype, maxval: int) -> list[
             img = np.stack([img, img[::-1], img[:, ::-1]], axis=-1)
         out.append(np.ascontiguousarray(img))
     return out
-
-
-def _write(path, frames, codestreams, uid, *, bits_stored, photometric, extended=False, fragments=1):
-    rows, cols = frames[0].shape[:2]
-    spp = 1 if frames[0].ndim == 2 else frames[0].shape[2]
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = uid
-    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7.2"
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
-    ds.Rows, ds.Columns, ds.SamplesPerPixel = rows, cols, spp
-    ds.PhotometricInterpretation = photometric
-    if spp == 3:
-        ds.PlanarConfiguration = 0
-    ds.NumberOfFrames = len(frames)
-    ds.BitsAllocated = frames[0].dtype.itemsize * 8
-    ds.BitsStored = bits_stored
-    ds.HighBit = bits_stored - 1
-    ds.PixelRepresentation = 0
-    if extended:
-        ds.PixelData, ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths = encapsulate_extended(codestreams)
-    else:
-        ds.PixelData = encapsulate(codestreams, fragments_per_frame=fragments, has_bot=fragments == 1)
-    ds["PixelData"].VR = "OB"
-    ds.save_as(path, enforce_file_format=True)
-    return path
 
 
 CASES = {
@@ -83,7 +53,7 @@ def test_generated_codec_matches_pydicom(tmp_path, case, layout):
     maxval = (1 << bits) - 1
     frames = _frames(5, 48, 40, spp, dtype, maxval)
     streams = [encode(f) for f in frames]
-    path = _write(
+    path = write_encapsulated(
         str(tmp_path / f"{case}.dcm"), frames, streams, uid, bits_stored=bits, photometric=pi,
         extended=layout == "eot", fragments=3 if layout == "walked-fragments" else 1,
     )
@@ -103,7 +73,7 @@ def test_generated_codec_matches_pydicom(tmp_path, case, layout):
 def test_missing_decoder_names_the_package(tmp_path, monkeypatch):
     frames = _frames(2, 16, 16, 1, np.uint8, 255)
     streams = [imagecodecs.jpeg8_encode(f, lossless=True, predictor=1) for f in frames]
-    path = _write(str(tmp_path / "ll.dcm"), frames, streams, "1.2.840.10008.1.2.4.70", bits_stored=8, photometric="MONOCHROME2")
+    path = write_encapsulated(str(tmp_path / "ll.dcm"), frames, streams, "1.2.840.10008.1.2.4.70", bits_stored=8, photometric="MONOCHROME2")
     for backend in codecs.backends_for(_ts("1.2.840.10008.1.2.4.70")):
         monkeypatch.setattr(backend, "_available", False)
     with dicomframes.open(path) as reader:
@@ -116,7 +86,7 @@ def test_missing_decoder_names_the_package(tmp_path, monkeypatch):
 def test_unknown_decoder_name(tmp_path):
     frames = _frames(1, 16, 16, 1, np.uint8, 255)
     streams = [imagecodecs.jpeg8_encode(frames[0], lossless=True, predictor=1)]
-    path = _write(str(tmp_path / "ll.dcm"), frames, streams, "1.2.840.10008.1.2.4.70", bits_stored=8, photometric="MONOCHROME2")
+    path = write_encapsulated(str(tmp_path / "ll.dcm"), frames, streams, "1.2.840.10008.1.2.4.70", bits_stored=8, photometric="MONOCHROME2")
     with dicomframes.open(path, decoder="no-such-decoder") as reader:
         with pytest.raises(dicomframes.MissingDecoderError, match="no-such-decoder"):
             reader.frame(0)

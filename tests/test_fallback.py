@@ -14,9 +14,6 @@ import pytest
 pydicom = pytest.importorskip("pydicom")
 jpeg_ls = pytest.importorskip("jpeg_ls")
 
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.encaps import encapsulate
-from pydicom.uid import generate_uid
 
 import dicomframes
 from dicomframes._dicom.syntaxes import lookup
@@ -24,6 +21,7 @@ from dicomframes.frames import codecs
 from dicomframes.frames.codecs.base import Backend
 from dicomframes.frames.decode import decode_span
 from dicomframes.frames.frame_source import IndexedFrames
+from tests.helpers.encapsulated import write_encapsulated
 
 JPEG_LS_LOSSLESS = "1.2.840.10008.1.2.4.80"
 TEST_FILES = os.path.join(os.path.dirname(pydicom.data.__file__), "test_files")
@@ -35,35 +33,6 @@ CORPUS_JLS = [
 
 def _installed_jpegls() -> list[Backend]:
     return [b for b in codecs.backends_for(lookup(JPEG_LS_LOSSLESS)) if b.available()]
-
-
-def _write(path, frames, codestreams, *, bits_stored, photometric):
-    rows, cols = frames[0].shape[:2]
-    spp = 1 if frames[0].ndim == 2 else frames[0].shape[2]
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = JPEG_LS_LOSSLESS
-    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7.2"
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
-    ds.Rows, ds.Columns, ds.SamplesPerPixel = rows, cols, spp
-    ds.PhotometricInterpretation = photometric
-    if spp == 3:
-        ds.PlanarConfiguration = 0
-    ds.NumberOfFrames = len(frames)
-    ds.BitsAllocated = frames[0].dtype.itemsize * 8
-    ds.BitsStored = bits_stored
-    ds.HighBit = bits_stored - 1
-    ds.PixelRepresentation = 0
-    ds.PixelData = encapsulate([_even(c) for c in codestreams])
-    ds["PixelData"].VR = "OB"
-    ds.save_as(path, enforce_file_format=True)
-    return path
-
-
-def _even(cs: bytes) -> bytes:
-    return cs + b"\x00" if len(cs) % 2 else cs
 
 
 def _grey(n: int, rows: int = 24, cols: int = 40, dtype=np.uint8, maxval: int = 255) -> list[np.ndarray]:
@@ -84,8 +53,8 @@ def _no_eoi(frame: np.ndarray) -> bytes:
 @pytest.fixture
 def no_eoi_file(tmp_path):
     frames = _grey(3)
-    return _write(tmp_path / "no_eoi.dcm", frames, [_no_eoi(f) for f in frames], bits_stored=8,
-                  photometric="MONOCHROME2"), frames
+    return write_encapsulated(tmp_path / "no_eoi.dcm", frames, [_no_eoi(f) for f in frames], JPEG_LS_LOSSLESS, bits_stored=8,
+                              photometric="MONOCHROME2"), frames
 
 
 def _raising(message: str):
@@ -140,7 +109,7 @@ def test_lossless_identical_with_every_backend(tmp_path, kind):
         frames = _grey(2, dtype=np.uint8 if bits == 8 else np.uint16, maxval=(1 << bits) - 1)
         streams = [bytes(jpeg_ls.encode_array(f)) for f in frames]
         pi = "MONOCHROME2"
-    path = _write(tmp_path / f"{kind}.dcm", frames, streams, bits_stored=bits, photometric=pi)
+    path = write_encapsulated(tmp_path / f"{kind}.dcm", frames, streams, JPEG_LS_LOSSLESS, bits_stored=bits, photometric=pi)
     expected = pydicom.dcmread(path).pixel_array
     results = {}
     for backend in _installed_jpegls():
@@ -247,8 +216,8 @@ def test_all_fail_error_lists_every_backend(no_eoi_file, all_failing):
 @pytest.fixture
 def many_frames_no_eoi(tmp_path):
     frames = _grey(40, rows=16, cols=16)
-    return _write(tmp_path / "many.dcm", frames, [_no_eoi(f) for f in frames], bits_stored=8,
-                  photometric="MONOCHROME2"), frames
+    return write_encapsulated(tmp_path / "many.dcm", frames, [_no_eoi(f) for f in frames], JPEG_LS_LOSSLESS, bits_stored=8,
+                              photometric="MONOCHROME2"), frames
 
 
 def test_workers_fall_back_the_same(many_frames_no_eoi, flaky):
