@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from dicomframes import cli
+from dicomframes import cli, progress
 from dicomframes.cli import main
 from dicomframes.errors import DicomFramesError
 
@@ -328,10 +328,18 @@ def test_progress_follows_the_terminal(tmp_path, capsys, monkeypatch, command):
     main(["sample", path, "--frames", "3", "--rows", "16", "--columns", "16"])
     capsys.readouterr()
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    # With tqdm installed (the [progress] extra; the tests install it): a tqdm bar.
+    pytest.importorskip("tqdm")
     assert main(_progress_command(command, path, tmp_path)) == 0
-    assert _PROGRESS_LABELS[command] in capsys.readouterr().err
+    err = capsys.readouterr().err
+    label = _PROGRESS_LABELS[command].split(":")[0]
+    assert f"{label}: 100%|" in err and "| 3/3 [" in err, err
     assert main(_progress_command(command, path, tmp_path) + ["-q"]) == 0
     assert capsys.readouterr().err == ""
+    # Without tqdm: the one-line display.
+    monkeypatch.setattr(progress, "_tqdm_class", lambda: None)
+    assert main(_progress_command(command, path, tmp_path)) == 0
+    assert _PROGRESS_LABELS[command] in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("command", ["frames", "export", "decompress"])

@@ -319,3 +319,67 @@ def test_fetch_takes_the_bytes_the_walk_read_from_the_sources_cache(tmp_path):
     got = fetch(source, spans, source.fetch_policy())  # the cache is found on the source
     assert source.stats.requests == before  # all of it came from the walk's blocks
     assert [bytes(got[s]) for s in spans] == [data[s.offset : s.offset + s.length] for s in spans]
+
+
+# -- offset tables as some writers write them (wsidicom; tests/test_wsidicomizer.py has its files) ----
+
+
+def _without_table_item(data: bytes) -> bytes:
+    """`data` (an empty Basic Offset Table) with the table item left out."""
+    empty_table = struct.pack("<HHI", 0xFFFE, 0xE000, 0)
+    at = data.index(struct.pack("<HH", 0x7FE0, 0x0010) + b"OB\0\0" + struct.pack("<I", 0xFFFFFFFF)) + 12
+    assert data[at : at + 8] == empty_table
+    return data[:at] + data[at + 8 :]
+
+
+def _with_eot_lengths(data: bytes, change) -> bytes:
+    """`data` (with an Extended Offset Table) with its lengths replaced by change(lengths)."""
+    at = data.index(struct.pack("<HH", 0x7FE0, 0x0002) + b"OV")
+    (size,) = struct.unpack_from("<I", data, at + 8)
+    lengths = np.frombuffer(data, "<u8", size // 8, at + 12)
+    return data[: at + 12] + np.asarray(change(lengths.copy()), "<u8").tobytes() + data[at + 12 + size :]
+
+
+def _warned(caplog) -> str:
+    return " ".join(r.getMessage() for r in caplog.records if r.name == "dicomframes")
+
+
+def test_a_missing_table_item_is_read_as_fragments_when_the_first_starts_a_codestream(tmp_path, caplog):
+    data = _file(tmp_path, "j2k.dcm", syntax="j2k", offset_table="none", rows=32, columns=32)
+    expected = _codestreams(*_index(data))
+    index, source = _index(_without_table_item(data))
+    assert type(index) is WalkedIndex
+    assert _codestreams(index, source) == expected
+    assert "left it out" in _warned(caplog)
+
+
+def test_a_missing_table_item_is_refused_where_nothing_marks_a_codestream(tmp_path):
+    # RLE frames start with a segment count, not a marker: no way to tell a table from a frame.
+    data = _without_table_item(_file(tmp_path, "rle.dcm", syntax="rle", offset_table="none"))
+    with pytest.raises(FrameIndexError, match="Basic Offset Table"):
+        _index(data)
+
+
+def test_eot_lengths_that_count_item_headers_are_read_as_the_items(tmp_path, caplog):
+    data = _file(tmp_path, "eot.dcm", syntax="rle", offset_table="eot")
+    expected = _codestreams(*_index(data))
+    for last in (0, 8):  # wsidicom leaves the last length as it is; a writer may add 8 there too
+        def counted(lengths, last=last):
+            lengths[:-1] += 8
+            lengths[-1] += last
+            return lengths
+
+        caplog.clear()
+        index, source = _index(_with_eot_lengths(data, counted))
+        assert type(index) is ExtendedOffsetTableIndex
+        assert _codestreams(index, source) == expected
+        assert "count each item's 8-byte header" in _warned(caplog)
+
+
+def test_eot_lengths_that_fit_no_known_writer_stay_an_error(tmp_path, caplog):
+    data = _file(tmp_path, "eot.dcm", syntax="rle", offset_table="eot")
+    index, source = _index(_with_eot_lengths(data, lambda lengths: lengths + 16))
+    assert "8-byte header" not in _warned(caplog)
+    span = index.span(0)
+    with pytest.raises(FrameIndexError, match="does not point at an item of the frame's length"):
+        unwrap(span, source.read(span.offset, span.length), "<bytes>")

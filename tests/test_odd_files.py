@@ -9,6 +9,9 @@ Two classes, each read the way pydicom reads it, with a warning on the
   the data set, e.g. a zero-length item after a sequence declared with length 0
   (pydicom keeps each as an element of that length and reads on).
 
+`decompress` leaves the strays out of its copy (pydicom cannot write them);
+every element pydicom reads is kept.
+
 What pydicom does not read stays refused: a stray item delimiter (pydicom ends
 the data set there and finds no Pixel Data) and a stray item of undefined length.
 """
@@ -166,6 +169,26 @@ def test_stray_items_at_the_top_level_are_skipped_as_pydicom_skips_them(tmp_path
     assert len(logged) == 1 and "stray" in logged[0] and "stray.dcm" in logged[0]
     with dicomframes.open(str(path)) as reader:
         assert (reader.header.get("Rows"), reader.header.get("Columns"), reader.header.get("NumberOfFrames")) == (ROWS, COLUMNS, FRAMES)
+
+
+@pytest.mark.parametrize("transfer_syntax", [EXPLICIT_LE, IMPLICIT_LE, EXPLICIT_BE])
+@pytest.mark.parametrize("case", STRAY_NAMES)
+def test_decompress_leaves_stray_items_out_of_the_copy(tmp_path, transfer_syntax, case):
+    """The copy holds every element pydicom reads from the source (the strays
+    are not elements a writer may write), and the same frames."""
+    src, dst = tmp_path / "stray.dcm", tmp_path / "out.dcm"
+    src.write_bytes(g.file_meta(transfer_syntax) + _dataset(transfer_syntax, _strays(transfer_syntax)[case]))
+    dicomframes.decompress(str(src), str(dst), generate_instance_uid=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = pydicom.dcmread(src, stop_before_pixels=True)
+        ours = pydicom.dcmread(dst)
+    kept = [t for t in theirs.keys() if t.group != 0xFFFE]
+    assert len(kept) < len(theirs.keys())  # pydicom kept the strays as elements
+    assert [t for t in ours.keys() if t != 0x7FE00010] == kept
+    np.testing.assert_array_equal(ours.pixel_array, _pydicom_frames(str(src)))
+    with dicomframes.open(str(dst)) as reader:
+        np.testing.assert_array_equal(np.asarray(reader), _pydicom_frames(str(src)))
 
 
 def _refused(tmp_path, stray: bytes, name: str):

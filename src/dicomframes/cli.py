@@ -24,6 +24,7 @@ from dicomframes.errors import (
     FrameIndexError,
     TruncatedFileError,
 )
+from dicomframes.progress import ProgressBar
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -342,27 +343,22 @@ def cmd_frames(args) -> int:
 
     start = time.perf_counter()
     count = 0
-    last_report = start
     show = _show_progress(args)
     with _open(args, args.path) as reader:
         total = len(reader) if args.limit is None else min(args.limit, len(reader))
+        bar = ProgressBar(total, label="frames", unit="frame") if show else None
         try:
             for _frame in reader.iter_frames(range(total), workers=args.workers):
                 count += 1
-                now = time.perf_counter()
-                if show and (now - last_report > 0.5 or count == total):
-                    rate = count / max(now - start, 1e-9)
-                    left = (total - count) / rate if rate else 0
-                    print(f"\rframes: {count}/{total} frames  {rate:,.0f} frames/s  {left:,.0f} s left",
-                          end="", file=sys.stderr, flush=True)
-                    last_report = now
+                if bar is not None:
+                    bar.update(count)
         except DicomFramesError as exc:
-            if show:
-                print(file=sys.stderr)
+            if bar is not None:
+                bar.close()
             _error(f"{exc}; {count:,} of {_plural(total, 'frame')} decoded before the error")
             return EXIT_ERROR
-        if show:
-            print(file=sys.stderr)
+        if bar is not None:
+            bar.close()
         seconds = time.perf_counter() - start
         stats = reader.stats
         local = isinstance(reader.source, LocalFileSource)
@@ -478,30 +474,6 @@ def _region(text: str) -> tuple[int, int, int, int]:
     return x, y, w, h
 
 
-class _FileProgress:
-    """One progress line on stderr, redrawn at most twice a second: files written, rate, time left."""
-
-    def __init__(self) -> None:
-        self.start = self.last = time.perf_counter()
-        self.open_line = False
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.perf_counter()
-        if now - self.last < 0.5 and done != total:
-            return
-        self.last = now
-        rate = done / max(now - self.start, 1e-9)
-        left = (total - done) / rate if rate else 0
-        print(f"\rexport: {done}/{total} files  {rate:,.1f} files/s  {left:,.0f} s left", end="", file=sys.stderr,
-              flush=True)
-        self.open_line = True
-
-    def close(self) -> None:
-        if self.open_line:
-            print(file=sys.stderr)
-            self.open_line = False
-
-
 def cmd_export(args) -> int:
     from dicomframes.io.resolve import is_url
     from dicomframes.transcode import export
@@ -519,15 +491,16 @@ def cmd_export(args) -> int:
                     "is a directory, not a DICOM file", path=args.path,
                     hint="give one file; for a whole-slide folder use --region or --thumbnail",
                 )
-            display = _FileProgress() if _show_progress(args) else None
+            bar = ProgressBar(label="export", unit="file") if _show_progress(args) else None
             try:
                 written = export.export_frames(
                     args.path, args.out, frames=args.frames, format=args.format, overwrite=args.force,
-                    progress=display, decoder=args.decoder, workers=args.workers, **options,
+                    progress=bar.update if bar is not None else None, decoder=args.decoder, workers=args.workers,
+                    **options,
                 )
             finally:
-                if display is not None:
-                    display.close()
+                if bar is not None:
+                    bar.close()
         else:
             from dicomframes.wsi.slide import open_slide
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Iterator
 
 import numpy as np
 
+from dicomframes._dicom.sop_classes import sop_class_name
 from dicomframes.errors import (
     ArrayTooLargeError,
     ClosedReaderError,
@@ -102,6 +103,8 @@ class ImageInfo:
     transfer_syntax_uid: str
     transfer_syntax: str
     sop_class_uid: str | None
+    #: the SOP class's name, for image storage classes (None for others)
+    sop_class: str | None
     index_kind: str
 
     def as_dict(self) -> dict[str, Any]:
@@ -181,7 +184,8 @@ class Reader:
             photometric_interpretation=f.photometric_interpretation,
             planar_configuration=f.planar_configuration, dtype=str(f.dtype), shape=f.shape,
             transfer_syntax_uid=ts.uid, transfer_syntax=ts.name,
-            sop_class_uid=self.header.get("SOPClassUID"), index_kind=self.index.kind,
+            sop_class_uid=self.header.get("SOPClassUID"), sop_class=sop_class_name(self.header.get("SOPClassUID")),
+            index_kind=self.index.kind,
         )
 
     @property

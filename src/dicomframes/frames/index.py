@@ -15,8 +15,10 @@ never a Python object per fragment.
 
 from __future__ import annotations
 
+import logging
 import threading
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -30,6 +32,8 @@ from dicomframes.io.source import Source
 
 #: the walk reads this much at an item header when fragments are large
 _SMALL_WALK_READ = 64 * 1024
+
+log = logging.getLogger("dicomframes")
 
 
 def cache_capacity(source: Source, block: int) -> int:
@@ -164,30 +168,48 @@ class NativeFrameIndex(FrameIndex):
         return FrameSpan(i, self.header.pixel_offset + start, end - start, bit_offset=start_bit % 8, skip=skip)
 
 
+@dataclass(frozen=True)
+class TableItem:
+    """The Basic Offset Table item that encapsulated Pixel Data starts with."""
+
+    #: its value length: 4 bytes per offset, 0 when empty
+    length: int
+    #: False when the writer left the item out and Pixel Data starts with a fragment
+    present: bool = True
+
+    def first_fragment(self, pixel_offset: int) -> int:
+        """Where the first fragment item starts, given where Pixel Data's value does."""
+        return pixel_offset + 8 + self.length if self.present else pixel_offset
+
+
 class EncapsulatedIndex(FrameIndex):
     """Encapsulated Pixel Data: the Basic Offset Table item, then fragment items.
 
     Offsets in either offset table are relative to `first_item`, the first
-    item after the Basic Offset Table. `table_length` is the length of that
-    item's value, when already read (`build_index` reads it to choose the
-    class); else it is read here.
+    item after the Basic Offset Table. `table` is that item, when already
+    read (`build_index` reads it to choose the class); else it is read here.
     """
 
     def __init__(
         self, header: Header, source: Source, number_of_frames: int, block: int = 64 * 1024,
-        *, table_length: int | None = None,
+        *, table: TableItem | None = None,
     ) -> None:
         super().__init__(header, source, number_of_frames, block)
-        if table_length is None:
-            table_length = basic_offset_table_length(header, source, block)
-        self.table_length = table_length
-        self.first_item = header.pixel_offset + 8 + table_length
+        if table is None:
+            table = read_table_item(header, source, block)
+        self.table_length = table.length
+        self.first_item = table.first_fragment(header.pixel_offset)
 
 
-def basic_offset_table_length(header: Header, source: Source, block: int = 64 * 1024) -> int:
-    """The value length of the Basic Offset Table item that encapsulated Pixel
-    Data starts with (0 for an empty table); checked to be an item of whole
-    32-bit offsets that ends inside the file."""
+def read_table_item(header: Header, source: Source, block: int = 64 * 1024, start_markers: tuple[bytes, ...] = ()) -> TableItem:
+    """The Basic Offset Table item that encapsulated Pixel Data starts with,
+    checked to be an item of whole 32-bit offsets that ends inside the file.
+
+    A table's first offset is 0 (PS3.5 A.4). Some writers (wsidicom's
+    `OffsetTableType.NONE`) leave the item out: an item that starts with one
+    of the codec's `start_markers` is a fragment, not a table, and is read as
+    such, with a warning.
+    """
     cache = _adopt_head(header, source, block)  # the item usually came with the header's first read
     group, elem, length = ITEM_HEADER.unpack(_read_exact(source, cache, header.name, header.pixel_offset, 8, None))
     if (group << 16 | elem) != ITEM:
@@ -195,10 +217,24 @@ def basic_offset_table_length(header: Header, source: Source, block: int = 64 * 
             f"encapsulated Pixel Data must start with the Basic Offset Table item, found ({group:04X},{elem:04X})",
             path=header.name, offset=header.pixel_offset,
         )
+    start = header.pixel_offset + 8
+    peek = min(length, max([4, *(len(m) for m in start_markers)]))
+    if source.size is not None:
+        peek = max(0, min(peek, source.size - start))
+    head = _read_exact(source, cache, header.name, start, peek, None) if length >= 4 else b""
+    if any(head.startswith(m) for m in start_markers):
+        log.warning(
+            "%s: Pixel Data starts with a fragment, not with the Basic Offset Table item (the writer left it out); "
+            "reading every item as a fragment", header.name,
+        )
+        return TableItem(0, present=False)
     size = source.size
-    if length % 4 or (size is not None and header.pixel_offset + 8 + length > size):
+    if length % 4 or (size is not None and start + length > size):
         raise FrameIndexError(f"the Basic Offset Table length {length} is invalid", path=header.name, offset=header.pixel_offset)
-    return length
+    if head[:4] != b"\0\0\0\0"[: len(head)]:
+        first = int.from_bytes(head[:4], "little")
+        raise FrameIndexError(f"the Basic Offset Table's first offset is {first}, not 0", path=header.name, offset=start)
+    return TableItem(length)
 
 
 class ExtendedOffsetTableIndex(EncapsulatedIndex):
@@ -209,9 +245,9 @@ class ExtendedOffsetTableIndex(EncapsulatedIndex):
 
     def __init__(
         self, header: Header, source: Source, number_of_frames: int, block: int = 64 * 1024,
-        *, table_length: int | None = None,
+        *, table: TableItem | None = None,
     ) -> None:
-        super().__init__(header, source, number_of_frames, block, table_length=table_length)
+        super().__init__(header, source, number_of_frames, block, table=table)
         offsets, lengths = header.extended_offsets, header.extended_lengths
         if offsets is None or lengths is None:
             raise FrameIndexError("the file has no Extended Offset Table (and Lengths)", path=self.name, offset=header.pixel_offset)
@@ -221,11 +257,40 @@ class ExtendedOffsetTableIndex(EncapsulatedIndex):
             raise FrameIndexError("the Extended Offset Table holds impossible offsets", path=self.name, offset=header.pixel_offset)
         # The index holds the table now; don't keep (and pickle) it twice.
         header.extended_offsets = header.extended_lengths = None
+        self._last_slack = 0
+        if self._lengths_count_item_headers():
+            log.warning(
+                "%s: the Extended Offset Table Lengths count each item's 8-byte header (as wsidicom writes them); "
+                "reading each frame as the item its offset points at", self.name,
+            )
+            # Each length is the distance to the next frame's item; the last
+            # one may or may not count its header: its item's length decides.
+            self.lengths[:-1] -= 8
+            self._last_slack = 8
+
+    def _lengths_count_item_headers(self) -> bool:
+        """Whether the lengths include each item's header, against PS3.5 A.4.
+
+        No doubt about it when each frame's item starts exactly `length` bytes
+        after the previous one's (a conformant table is 8 short of that) and
+        the first item's own length is 8 less than its table length. Costs at
+        most one 8-byte read, usually of bytes the header's read brought.
+        """
+        offsets, lengths = self.offsets, self.lengths
+        if len(lengths) < 2 or lengths[0] < 8 or not np.array_equal(np.diff(offsets), lengths[:-1]):
+            return False
+        try:
+            head = _read_exact(self.source, self.cache, self.name, int(offsets[0]), 8, 0)
+        except StorageError:
+            return False  # a damaged file: the frame's read says what is wrong
+        group, elem, length = ITEM_HEADER.unpack(head)
+        return (group << 16 | elem) == ITEM and length == lengths[0] - 8
 
     def span(self, i: int) -> FrameSpan:
         self.check(i)
         length = int(self.lengths[i])
-        return FrameSpan(i, int(self.offsets[i]), 8 + length, items=True, payload=length)
+        slack = self._last_slack if i == self.number_of_frames - 1 else 0
+        return FrameSpan(i, int(self.offsets[i]), 8 + length, items=True, payload=length, payload_slack=slack)
 
 
 class BasicOffsetTableIndex(EncapsulatedIndex):
@@ -236,9 +301,9 @@ class BasicOffsetTableIndex(EncapsulatedIndex):
 
     def __init__(
         self, header: Header, source: Source, number_of_frames: int, block: int = 64 * 1024,
-        *, table_length: int | None = None,
+        *, table: TableItem | None = None,
     ) -> None:
-        super().__init__(header, source, number_of_frames, block, table_length=table_length)
+        super().__init__(header, source, number_of_frames, block, table=table)
         if self.table_length != 4 * number_of_frames:
             raise FrameIndexError(
                 f"the Basic Offset Table holds {self.table_length // 4} offsets for {number_of_frames} frames",
@@ -324,9 +389,9 @@ class WalkedIndex(EncapsulatedIndex):
 
     def __init__(
         self, header: Header, source: Source, number_of_frames: int, start_markers: tuple[bytes, ...] = (),
-        block: int = 64 * 1024, *, table_length: int | None = None,
+        block: int = 64 * 1024, *, table: TableItem | None = None,
     ) -> None:
-        super().__init__(header, source, number_of_frames, block, table_length=table_length)
+        super().__init__(header, source, number_of_frames, block, table=table)
         self.start_markers = start_markers
         self._frag_offsets = _Growing()  # item header offsets
         self._frag_lengths = _Growing()
@@ -479,9 +544,9 @@ def build_index(
             f"{ts.name} needs encapsulated Pixel Data, but its length is defined",
             path=header.name, offset=header.pixel_offset,
         )
-    table_length = basic_offset_table_length(header, source, block)
+    table = read_table_item(header, source, block, ts.frame_start_markers)
     if header.extended_offsets is not None:
-        return ExtendedOffsetTableIndex(header, source, frames, block, table_length=table_length)
-    if table_length and table_length // 4 == frames:
-        return BasicOffsetTableIndex(header, source, frames, block, table_length=table_length)
-    return WalkedIndex(header, source, frames, ts.frame_start_markers, block, table_length=table_length)
+        return ExtendedOffsetTableIndex(header, source, frames, block, table=table)
+    if table.length and table.length // 4 == frames:
+        return BasicOffsetTableIndex(header, source, frames, block, table=table)
+    return WalkedIndex(header, source, frames, ts.frame_start_markers, block, table=table)

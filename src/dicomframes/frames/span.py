@@ -34,6 +34,9 @@ class FrameSpan:
     items: bool = False
     #: EOT frames: take only `payload` bytes of the single item
     payload: int | None = None
+    #: EOT frames: the item may also be this much shorter than `payload` (then
+    #: it is taken whole): the last frame of a table whose lengths count item headers
+    payload_slack: int = 0
     #: native Bits Allocated 1: the frame starts this many bits into the first byte
     bit_offset: int = 0
     #: native 8-bit big endian OW: bytes to drop at the start after swapping pairs
@@ -46,12 +49,12 @@ def unwrap(span: FrameSpan, data: FrameBytes, name: str) -> FrameBytes:
         return data
     if span.payload is not None:
         group, elem, length = ITEM_HEADER.unpack_from(data, 0)
-        if (group << 16 | elem) != ITEM or length < span.payload:
+        if (group << 16 | elem) != ITEM or (length < span.payload and length != span.payload - span.payload_slack):
             raise FrameIndexError(
                 "the Extended Offset Table does not point at an item of the frame's length",
                 path=name, frame=span.frame, offset=span.offset,
             )
-        return data[8 : 8 + span.payload]
+        return data[8 : 8 + min(length, span.payload)]
     parts = []
     pos, end = 0, len(data)
     while pos < end:

@@ -29,6 +29,7 @@ from dicomframes.errors import (
     TranscodeError,
 )
 from dicomframes.io.cursor import Cursor
+from dicomframes.io.local import BytesSource
 from dicomframes.io.source import Source
 
 #: the most bytes of elements `reencode` accepts (they are held in memory)
@@ -62,7 +63,8 @@ def walk(source: Source, start: int, end: int | None = None, *, block: int = 1 <
     undefined). Only element and item headers are read.
     """
     cur = Cursor(source, start, block)
-    walker = ElementWalker(cur, name=source.name, size=source.size, explicit=True, little=True)
+    # Stray top-level items (read as pydicom reads them, see ElementWalker) are left out of the copy.
+    walker = ElementWalker(cur, name=source.name, size=source.size, explicit=True, little=True, stray_items=True)
     for tag, vr, length, element_start, value_start in walker.elements(end):
         if tag in PIXEL_TAGS:
             value_end = None if length == UNDEFINED else value_start + length
@@ -167,6 +169,18 @@ def _swap_words(ds) -> None:
             elem.value = swapped + value[whole:]
 
 
+def _without_strays(raw: bytes, *, explicit_vr: bool, little_endian: bool, name: str) -> bytes:
+    """`raw` (top-level elements) without stray items and delimiters, which
+    pydicom reads but cannot write."""
+    cur = Cursor(BytesSource(raw, name=name), 0, max(1, len(raw)))
+    walker = ElementWalker(cur, name=name, size=len(raw), explicit=explicit_vr, little=little_endian, stray_items=True)
+    kept = []
+    for tag, vr, length, start, _ in walker.elements():
+        walker.skip(tag, vr, length)
+        kept.append((start, cur.pos))
+    return b"".join(raw[a:b] for a, b in kept) if walker.strays else raw
+
+
 def reencode(raw: bytes, *, explicit_vr: bool, little_endian: bool, name: str, what: str = "the data set") -> bytes:
     """The elements in `raw` (a data set fragment) as Explicit VR Little Endian bytes.
 
@@ -195,6 +209,7 @@ def reencode(raw: bytes, *, explicit_vr: bool, little_endian: bool, name: str, w
     import logging
     import warnings
 
+    raw = _without_strays(raw, explicit_vr=explicit_vr, little_endian=little_endian, name=name)
     level = logging.getLogger("pydicom").level
     logging.getLogger("pydicom").setLevel(logging.ERROR)
     try:

@@ -70,6 +70,7 @@ from dicomframes.errors import (
 from dicomframes.io.cursor import Cursor
 from dicomframes.io.local import BytesSource
 from dicomframes.io.source import Source
+from dicomframes.progress import ProgressBar
 from dicomframes.transcode import dataset_writer as dw
 
 #: Explicit VR Little Endian and Encapsulated Uncompressed Explicit VR Little Endian
@@ -106,53 +107,29 @@ class Progress:
         return (self.bytes_total - self.bytes_done) / rate if rate > 0 else None
 
 
-def _clock(seconds: float | None) -> str:
-    if seconds is None:
-        return "--:--"
-    seconds = int(round(seconds))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
-
-
 class ProgressDisplay:
-    """A one-line progress display: frames done, MB/s, time left (for a terminal).
+    """A progress display for `decompress`: frames done, MB/s, time left.
 
-    Call it with a `Progress`; it redraws at most every `interval` seconds and
-    ends its line when the last frame is done (or on `close`).
+    Call it with a `Progress`; it draws a `dicomframes.progress.ProgressBar`
+    (a tqdm bar on a terminal where tqdm is installed, else one line redrawn
+    at most every `interval` seconds) and ends it when the last frame is done
+    (or on `close`).
     """
 
     def __init__(self, stream: TextIO | None = None, interval: float = 0.25, label: str = "decompress") -> None:
         self.stream = stream if stream is not None else sys.stderr
         self.interval = interval
         self.label = label
-        self._last = float("-inf")
-        self._open_line = False
+        self._bar: ProgressBar | None = None
 
     def __call__(self, p: Progress) -> None:
-        now = time.perf_counter()
-        done = p.frames_done >= p.frames_total
-        if not done and now - self._last < self.interval:
-            return
-        self._last = now
-        width = len(f"{p.frames_total:,}")
-        text = (
-            f"\r{self.label}: {p.frames_done:>{width},}/{p.frames_total:,} frames  "
-            f"{p.bytes_per_second / 1e6:8.1f} MB/s  {_clock(p.seconds_left if not done else p.seconds)} "
-            f"{'left' if not done else 'total'}"
-        )
-        self.stream.write(text)
-        self._open_line = True
-        if done:
-            self.close()
-        else:
-            self.stream.flush()
+        if self._bar is None:
+            self._bar = ProgressBar(p.frames_total, label=self.label, unit="frame", stream=self.stream, interval=self.interval)
+        self._bar.update(p.frames_done, p.frames_total, detail=f"{p.bytes_per_second / 1e6:.1f} MB/s")
 
     def close(self) -> None:
-        if self._open_line:
-            self.stream.write("\n")
-            self.stream.flush()
-            self._open_line = False
+        if self._bar is not None:
+            self._bar.close()
 
 
 # -- the plan --------------------------------------------------------------------------------
