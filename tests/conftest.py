@@ -33,6 +33,29 @@ REMOTE_SAMPLES: dict[str, dict] = {
 S3_BUCKET = "dicomframes-test"
 
 
+@pytest.fixture(autouse=True)
+def _pydicom_config_restored():
+    """pydicom's global settings as they were before each test: importing
+    wsidicomizer turns on pydicom's future behaviour (validation errors instead
+    of warnings), which would change what every later test compares with."""
+    try:
+        import pydicom.config as config
+    except ImportError:  # pragma: no cover - pydicom is a test dependency
+        yield
+        return
+    settings = config.settings
+    before = (config._use_future, settings.reading_validation_mode, settings.writing_validation_mode)
+    yield
+    config._use_future, settings.reading_validation_mode, settings.writing_validation_mode = before
+
+
+@pytest.fixture(autouse=True)
+def _own_index_cache(tmp_path_factory, monkeypatch):
+    """Each test starts with an empty frame index cache of its own (remote
+    readers use one by default), never the user's."""
+    monkeypatch.setenv("DICOMFRAMES_CACHE", str(tmp_path_factory.mktemp("index-cache")))
+
+
 @pytest.fixture(scope="session")
 def remote_dir(tmp_path_factory) -> Path:
     """A directory of sample files that the servers serve."""

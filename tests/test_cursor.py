@@ -27,6 +27,47 @@ def src() -> BytesSource:
 # -- Cursor ---------------------------------------------------------------------------------------------
 
 
+class _CallsSource(BytesSource):
+    """A BytesSource that records each call's ranges (one call: concurrent where the source can)."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data, name="calls.bin")
+        self.calls: list[list[tuple[int, int]]] = []
+
+    def read_ranges(self, ranges):
+        self.calls.append(list(ranges))
+        return [super(_CallsSource, self).read(o, n) for o, n in ranges]
+
+    def read(self, offset, size):
+        self.calls.append([(offset, size)])
+        return super().read(offset, size)
+
+
+def test_readahead_reads_the_next_blocks_in_one_call_and_each_byte_once():
+    source = _CallsSource(DATA)
+    cache = BlockCache(64 * 1024)
+    cur = Cursor(source, 0, 4096, cache, readahead=4)
+    out = b""
+    while not cur.at_end():
+        chunk = cur.read(min(100, N - cur.pos))
+        out += chunk
+        cur.skip(0)
+    assert out == DATA
+    assert source.calls[0] == [(0, 4096), (4096, 4096), (8192, 4096), (12288, 4096)]
+    assert all(len(c) <= 4 for c in source.calls)
+    # Each byte read once: the ranges (cut at the end of the data) tile it.
+    read = sorted((o, min(n, N - o)) for c in source.calls for o, n in c if o < N)
+    assert sum(n for _, n in read) == N and all(a + n == b for (a, n), (b, _) in zip(read, read[1:]))
+    assert len(source.calls) <= -(-N // (4 * 4096)) + 2
+
+
+def test_without_a_cache_or_with_readahead_1_a_cursor_reads_one_block(src):
+    for cur in (Cursor(src, 0, 4096, None, readahead=4), Cursor(src, 0, 4096, BlockCache(1 << 20))):
+        before = src.stats.requests
+        cur.read(10)
+        assert src.stats.requests - before == 1
+
+
 def test_peek_does_not_move_and_read_does(src):
     cur = Cursor(src, 100, block=1000)
     assert cur.peek(8) == DATA[100:108] and cur.pos == 100

@@ -6,7 +6,7 @@
 ...         ...
 
 The reader and the errors load with the package; the consumers (whole-slide
-pyramids, decompression, Dask arrays, data loaders) load on first use of
+pyramids, decompression, offset tables, Dask arrays, data loaders) load on first use of
 their names (PEP 562), so ``import dicomframes`` stays light.
 """
 
@@ -24,6 +24,7 @@ from dicomframes.errors import (
     FrameIndexError,
     FrameMismatchError,
     FrameNumberError,
+    IndexFileError,
     InvalidFileError,
     MissingDecoderError,
     MissingDependencyError,
@@ -36,6 +37,7 @@ from dicomframes.errors import (
     TruncatedFileError,
     UnsupportedTransferSyntaxError,
 )
+from dicomframes.frames.index_cache import IndexCache
 from dicomframes.io.local import BytesSource, FileObjectSource, LocalFileSource
 from dicomframes.io.policy import FetchPolicy
 from dicomframes.io.source import Source
@@ -48,6 +50,7 @@ _LAZY = {
     "open_slide": "dicomframes.wsi.slide",
     "Slide": "dicomframes.wsi.slide",
     "decompress": "dicomframes.transcode.decompress",
+    "add_offset_table": "dicomframes.transcode.offset_table",
     "to_dask": "dicomframes.integrations.dask",
     "FrameDataset": "dicomframes.integrations.dataset",
 }
@@ -69,11 +72,12 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "open", "iter_frames", "to_dask", "FrameDataset", "open_slide", "Slide", "decompress", "Reader", "ImageInfo",
-    "FetchPolicy", "Source", "LocalFileSource", "FileObjectSource", "BytesSource",
+    "open", "iter_frames", "to_dask", "FrameDataset", "open_slide", "Slide", "decompress", "add_offset_table", "Reader", "ImageInfo",
+    "FetchPolicy", "Source", "LocalFileSource", "FileObjectSource", "BytesSource", "IndexCache",
     "DicomFramesError", "NotDicomError", "TruncatedFileError", "InvalidFileError",
     "FrameIndexError", "UnsupportedTransferSyntaxError", "MissingDecoderError",
     "DecodeError", "StorageError", "MissingDependencyError", "FrameNumberError", "ClosedReaderError",
     "ArrayTooLargeError", "NotTiledError", "RegionError",
     "SlideError", "FrameMismatchError", "TranscodeError", "DestinationError", "DestinationExistsError",
+    "IndexFileError",
 ]

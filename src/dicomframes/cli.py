@@ -1,4 +1,4 @@
-"""The ``dicomframes`` command: ``info``, ``frames``, ``export``, ``decompress`` and ``sample``.
+"""The ``dicomframes`` command: ``info``, ``frames``, ``export``, ``decompress``, ``add-offset-table`` and ``sample``.
 
 Exit codes (docs/cli.md): 0 success, 1 an error (the file, the storage, the
 destination), 2 a usage error (bad options, no command), 3 ``info`` found an
@@ -387,6 +387,91 @@ def cmd_frames(args) -> int:
     return EXIT_OK
 
 
+# -- index ---------------------------------------------------------------------------------------------
+
+
+def cmd_index(args) -> int:
+    """Locate every frame (and parse whole-slide tile positions) and keep them in an index file."""
+    from dicomframes.frames.index_cache import IndexCache
+    from dicomframes.io.resolve import is_url
+    from dicomframes.reader import open as open_reader
+
+    _check_local_input(args.path)
+    options = _storage_options(args, args.path) if is_url(args.path) else {}
+    start = time.perf_counter()
+    with open_reader(args.path, index_cache=False, **options) as reader:
+        n = len(reader)
+        bar = ProgressBar(n, label="index", unit="frame") if _show_progress(args) else None
+        try:
+            step = max(1, n // 200)
+            for i in range(0, n, step):
+                reader.index.span(i)
+                if bar is not None:
+                    bar.update(i + 1)
+            reader.locate_all()
+            if bar is not None:
+                bar.update(n)
+        finally:
+            if bar is not None:
+                bar.close()
+        geometry = None
+        if reader.header.get("TotalPixelMatrixColumns") is not None:
+            try:
+                geometry = reader.tile_geometry
+                geometry.positions()  # parses sparse positions; arithmetic for full tiling
+            except DicomFramesError as exc:
+                logging.getLogger("dicomframes").warning("%s: no tile positions kept: %s", args.path, exc.message)
+        data = reader.keep_index()
+        stats = reader.stats
+        kind = reader.index.kind
+        url = reader.source.name
+        identity = reader._identity or reader.source.identity()
+    if args.out is not None:
+        written = _write_index_file(args.out, data, args.force)
+    else:
+        cache = IndexCache(args.cache) if args.cache else IndexCache()
+        written = cache.store(url, identity, data)
+        if written is None:
+            raise DestinationError("cannot write the index cache entry", path=cache.location)
+    seconds = time.perf_counter() - start
+    result = {"index": written, "frames": n, "index_kind": kind, "bytes": len(data),
+              "tile_positions": geometry is not None and bool(geometry.kept_positions()),
+              "seconds": round(seconds, 3), "requests": stats["requests"], "bytes_read": stats["bytes"]}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{written}: {_plural(n, 'frame')} ({kind}), {_plural(len(data), 'byte')}, in {seconds:.2f} s, "
+              f"{_plural(int(stats['requests']), 'request')}")
+    return EXIT_OK
+
+
+def _write_index_file(out: str, data: bytes, force: bool) -> str:
+    from dicomframes.io.resolve import is_url, local_path
+
+    if is_url(out):
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(out)
+        if fs.exists(path) and not force:
+            raise DestinationExistsError("the destination exists", path=out, hint="pass --force to replace it")
+        fs.pipe_file(path, data)  # one PUT: never a partial object
+        return out
+    path = local_path(out)
+    if os.path.lexists(path) and not force:
+        raise DestinationExistsError("the destination exists", path=out, hint="pass --force to replace it")
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise DestinationError(f"cannot write: {exc.strerror or exc}", path=out) from exc
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out
+
+
 # -- sample --------------------------------------------------------------------------------------------
 
 
@@ -440,6 +525,33 @@ def cmd_decompress(args) -> int:
             workers=args.workers, overwrite=args.force, encapsulated=args.encapsulated,
             decoder=args.decoder, progress=display,
         )
+    finally:
+        if display is not None:
+            display.close()
+    if args.json:
+        print(json.dumps({"output": out, "seconds": round(time.perf_counter() - start, 3)}))
+    return EXIT_OK
+
+
+# -- add-offset-table ----------------------------------------------------------------------------------
+
+
+def cmd_add_offset_table(args) -> int:
+    from dicomframes.io.resolve import is_url
+    from dicomframes.transcode.decompress import ProgressDisplay
+    from dicomframes.transcode.offset_table import add_offset_table
+
+    src: Any = args.path
+    _check_local_input(src)
+    if is_url(src):
+        from dicomframes.io.remote import FsspecSource
+
+        # The storage flags are for the source; the destination uses its own credentials.
+        src = FsspecSource(args.path, **_storage_options(args, args.path))
+    display = ProgressDisplay(sys.stderr, label="add-offset-table") if _show_progress(args) else None
+    start = time.perf_counter()
+    try:
+        out = add_offset_table(src, args.out, overwrite=args.force, progress=display)
     finally:
         if display is not None:
             display.close()
@@ -647,6 +759,37 @@ def build_parser() -> argparse.ArgumentParser:
                    help="frames decoded in parallel (default: the available cores)")
     progress_arg(p)
     p.set_defaults(func=cmd_decompress)
+
+    p = add(
+        "add-offset-table", parents=[common, storage],
+        help="write a copy with an Extended Offset Table (fragments unchanged), streaming with flat memory",
+        description="Copy an encapsulated (compressed) file byte for byte, adding an Extended Offset Table "
+                    "so that readers find every frame without walking the fragments (a Basic Offset Table "
+                    "where frames span several fragments). "
+                    "The storage options apply to the source; the destination uses its own credentials.",
+    )
+    p.add_argument("path", metavar="SRC", help="the source: a local path or an fsspec URL")
+    p.add_argument("out", metavar="DST", help="the destination: a local path or an fsspec URL")
+    p.add_argument("--json", action="store_true", help='print JSON: {"output", "seconds"}')
+    p.add_argument("--force", action="store_true", help="overwrite an existing destination")
+    progress_arg(p)
+    p.set_defaults(func=cmd_add_offset_table)
+
+    p = add(
+        "index", parents=[common, storage],
+        help="locate every frame now and keep the frame index, so later opens need not walk",
+        description="Walk a file without offset tables (or read its tables), parse whole-slide tile positions, "
+                    "and write what was learnt: into the index cache (what open() uses by default for URLs), "
+                    "or with --out into an index file to publish beside the slide (open(src, index=FILE)).",
+    )
+    p.add_argument("path", metavar="SRC", help="a local path or an fsspec URL")
+    p.add_argument("--out", default=None, metavar="FILE", help="write an index file here (default: the index cache)")
+    p.add_argument("--cache", default=None, metavar="DIR",
+                   help="the index cache folder (default: $DICOMFRAMES_CACHE, else ~/.cache/dicomframes/indexes)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    progress_arg(p)
+    p.set_defaults(func=cmd_index)
 
     p = add("sample", parents=[common], help="write a sample multi-frame file (offline, for trying things out)")
     p.add_argument("out", help="the local file to write")

@@ -165,3 +165,9 @@ __all__ = [
     "MissingDependencyError", "FrameNumberError", "ClosedReaderError", "ArrayTooLargeError", "NotTiledError", "RegionError", "SlideError", "FrameMismatchError",
     "TranscodeError", "DestinationError", "DestinationExistsError",
 ]
+
+
+class IndexFileError(DicomFramesError):
+    """A persisted frame index (``index=`` or the index cache) that cannot be used:
+    not an index file, another version, damaged, or made for another object."""
+

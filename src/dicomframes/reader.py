@@ -6,6 +6,8 @@ one instance are thin methods over `dicomframes.views`, which sits below.
 
 from __future__ import annotations
 
+import builtins
+import logging
 import os
 from collections.abc import Collection
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -21,14 +23,16 @@ from dicomframes.errors import (
     ClosedReaderError,
     DicomFramesError,
     FrameNumberError,
+    IndexFileError,
     InvalidFileError,
     StorageError,
 )
-from dicomframes.frames import codecs
+from dicomframes.frames import codecs, index_file
 from dicomframes.frames.decode import decode_chunk, decode_chunk_in_worker, decode_span
 from dicomframes.frames.frame_source import FrameSource, IndexedFrames
 from dicomframes.frames.header import Header, parse_header
 from dicomframes.frames.index import FrameIndex, build_index
+from dicomframes.frames.index_cache import IndexCache
 from dicomframes.frames.pipeline import iterate
 from dicomframes.frames.pixels import PixelFormat
 from dicomframes.frames.span import FrameBytes, FrameSpan, unwrap
@@ -43,6 +47,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from dicomframes.views.geometry import TilePosition
 
 DEFAULT_MAX_INFLIGHT = 64 << 20
+#: the largest index file read (150,000 tile positions take a few MB)
+MAX_INDEX_FILE_BYTES = 512 << 20
+log = logging.getLogger("dicomframes")
 #: below this many frames a process pool costs more to start than it saves
 PROCESS_POOL_MIN_FRAMES = 32
 
@@ -133,6 +140,8 @@ class Reader:
         workers: int | None = None,
         max_inflight: int | None = None,
         policy: FetchPolicy | None = None,
+        index_cache: IndexCache | None = None,
+        index: bytes | str | os.PathLike | None = None,
     ) -> None:
         self._source = source
         self.as_rgb = as_rgb
@@ -143,10 +152,23 @@ class Reader:
         self._closed = False
         self._processes: ProcessPool | None = None
         self._tile_geometry: TileGeometry | None = None
+        self._index_cache = index_cache
+        #: where the frame index came from: "built" (read from the file), "cache" or "file" (``index=``)
+        self.index_origin = "built"
+        self._kept_positions: dict[str, np.ndarray] | None = None
+        self._identity: dict[str, Any] | None = None
         try:
-            self.header, self._data_source = parse_header(source, source.header_block)
+            kept = self._kept_index(source, index)
+            if kept is not None:
+                self.header, self.index, extras = kept
+                self._data_source = source
+                index_file.attach(self.index, source)
+                self._kept_positions = extras or None
+            else:
+                self.header, self._data_source = parse_header(source, source.header_block)
             self.format = PixelFormat.from_header(self.header)
-            self.index = self._build_index(self.header, source.walk_block)
+            if kept is None:
+                self.index = self._build_index(self.header, source.walk_block)
             self._frames: FrameSource = IndexedFrames(self.index, self._data_source)
         except (DicomFramesError, MemoryError, KeyboardInterrupt):
             source.close()
@@ -158,6 +180,57 @@ class Reader:
             source.close()
             raise InvalidFileError(f"cannot parse the header: {type(exc).__name__}: {exc}", path=source.name) from exc
         self._backend: codecs.Backend | None = None
+
+    def _kept_index(self, source: Source, given: bytes | str | os.PathLike | None):
+        """(header, index, extras) from the index file given or the cache, or None.
+
+        A given file must fit the object (else `IndexFileError`); a cached entry
+        that does not is dropped with a warning and the header read instead.
+        """
+        if given is None and self._index_cache is None:
+            return None
+        identity = self._identity = source.identity()
+        if given is not None:
+            data = given if isinstance(given, bytes) else _read_index_file(given)
+            self.index_origin = "file"
+            # A published index travels: a copy's modification time is its own.
+            portable = {k: v for k, v in identity.items() if k != "modified"}
+            return index_file.loads(data, source.name, portable)
+        if not index_file.strong(identity):
+            log.debug("%s: no ETag or modification time: the index cache is not used", source.name)
+            return None
+        data = self._index_cache.load(source.name, identity)
+        if data is None:
+            return None
+        try:
+            kept = index_file.loads(data, source.name, identity)
+        except IndexFileError as exc:
+            log.warning("%s: ignoring the cached frame index (%s); reading the header", source.name, exc.message)
+            self._index_cache.discard(source.name, identity)
+            return None
+        self.index_origin = "cache"
+        return kept
+
+    def keep_index(self) -> bytes:
+        """The frame index as an index file's bytes (`dicomframes index` writes
+        them; ``open(src, index=...)`` reads them): the header, where every frame
+        located so far lies, and the whole-slide tile positions if parsed."""
+        self.check_open()
+        extras: dict[str, np.ndarray] = {}
+        geometry = self._tile_geometry
+        if geometry is not None:
+            extras = geometry.kept_positions() or {}
+        elif self._kept_positions:
+            extras = self._kept_positions
+        identity = self._identity if self._identity is not None else self._source.identity()
+        return index_file.dumps(self.header, self.index, identity, extras)
+
+    def _worth_keeping(self) -> bool:
+        """Whether the cache should keep what this reader learnt: a walk beyond
+        the first read, or whole-slide positions parsed."""
+        walked = getattr(self.index, "_walk_pos", 0) - self.header.pixel_offset > self._source.header_block
+        positions = self._tile_geometry is not None and bool(self._tile_geometry.kept_positions())
+        return walked or positions
 
     def _build_index(self, header: Header, block: int) -> FrameIndex:
         return build_index(
@@ -431,11 +504,24 @@ class Reader:
     # -- lifetime ------------------------------------------------------------------
     def close(self) -> None:
         if not self._closed:
+            if self._index_cache is not None and self.index_origin != "file" and self._identity is not None:
+                self._store_in_cache()
             self._closed = True
             if self._processes is not None:
                 self._processes.shutdown()
             self._data_source.close()
             self._source.close()
+
+    def _store_in_cache(self) -> None:
+        try:
+            if not self._worth_keeping() or not index_file.strong(self._identity or {}):
+                return
+            data = self.keep_index()
+        except (DicomFramesError, ValueError) as exc:  # a damaged file: nothing worth keeping
+            log.debug("%s: frame index not kept: %s", self.path, exc)
+            return
+        if self._index_cache is not None:
+            self._index_cache.store(self._source.name, self._identity or {}, data)
 
     def __getstate__(self):
         """Small: the source's location and options, the parsed header and the index.
@@ -486,7 +572,9 @@ class Reader:
         """Where each frame lies in the total pixel matrix (made once, on first use): a
         `TiledFullGeometry` or `TiledSparseGeometry`, as the header's organisation says."""
         if self._tile_geometry is None:
-            self._tile_geometry = TileGeometry.from_header(self.header, len(self), self._data_source)
+            self._tile_geometry = TileGeometry.from_header(
+                self.header, len(self), self._data_source, kept_positions=self._kept_positions,
+            )
         return self._tile_geometry
 
     def iter_tiles(
@@ -509,6 +597,29 @@ class Reader:
         does no harm). Needs the ``[dask]`` extra.
         """
         return dask_graph.reader_to_dask(self, frames_per_chunk, **kw)
+
+    # -- kerchunk references (dicomframes.views.kerchunk) ------------------------------------
+    def to_kerchunk(self, *, url: Any = None, verify: bool = True) -> dict[str, Any]:
+        """The frames as kerchunk references: fsspec reference-filesystem JSON
+        (``{"version": 1, "refs": {...}}``, zarr format 2) of one array ``frames``,
+        (frames, rows, columns[, samples]), one chunk per frame, pointing at each
+        frame's codestream in the file, decoded by ``imagecodecs.numcodecs``.
+        zarr and xarray then read the frames with no dicomframes; see docs/kerchunk.md.
+
+        `url`: where the references say the file is (default: `path`; a local
+        path becomes absolute), e.g. the ``s3://`` URL it will be read from.
+        `verify`: decode the first frame through the chunk's codec and compare
+        it with this reader's (needs imagecodecs).
+
+        Every frame is located first: for files without an offset table that
+        walks all item headers (`locate_all`); Basic Offset Table files read each
+        frame's 8-byte item header. Raises `TranscodeError` for frames of several
+        fragments and where the numcodec would not return what this reader
+        returns (e.g. YBR_FULL JPEG 2000 converted to RGB, bits above Bits Stored).
+        """
+        from dicomframes.views.kerchunk import reader_references
+
+        return reader_references(self, url=url, verify=verify)
 
     # -- metadata and display transforms (dicomframes.views.display) -----------------------
     def dataset(self) -> Any:
@@ -550,6 +661,8 @@ def open(
     decoder: str | None = None,
     workers: int | None = None,
     max_inflight: int | None = None,
+    index_cache: bool | str | os.PathLike | IndexCache | None = None,
+    index: bytes | str | os.PathLike | None = None,
     **storage_options: Any,
 ) -> Reader:
     """Open a DICOM file for frame-by-frame reading.
@@ -570,6 +683,18 @@ def open(
         worker processes, the others on threads.
     max_inflight : int, optional
         Bytes of fetched, not yet yielded frames held while iterating (default 64 MiB).
+    index_cache : bool, str, os.PathLike or IndexCache, optional
+        Keep what the reader learns (a walk over a file without offset table,
+        whole-slide tile positions) for the next process, and use what an
+        earlier one kept: True for the per-user cache folder (or
+        ``$DICOMFRAMES_CACHE``), a folder path or fsspec URL, or False. Default:
+        on for URLs, off for local files. Entries are used only for the same
+        object (size plus ETag or modification time); opening with an entry
+        costs one request for the object's identity.
+    index : bytes, str or os.PathLike, optional
+        An index file made by ``dicomframes index`` (or `Reader.keep_index`),
+        as bytes, a path or a URL: the header and frame positions are taken from
+        it instead of the file. `IndexFileError` if it was made for another object.
     **storage_options
         Passed to fsspec for URLs (e.g. ``anon=True``).
 
@@ -577,10 +702,47 @@ def open(
     -------
     Reader
     """
+    source = source_for(src, storage_options)
+    try:
+        cache = _cache_for(index_cache, source)
+    except Exception:
+        source.close()
+        raise
     return Reader(
-        source_for(src, storage_options), as_rgb=as_rgb, decoder=decoder,
-        workers=workers, max_inflight=max_inflight,
+        source, as_rgb=as_rgb, decoder=decoder, workers=workers, max_inflight=max_inflight,
+        index_cache=cache, index=index,
     )
+
+
+def _cache_for(setting: Any, source: Source) -> IndexCache | None:
+    if setting is None:
+        setting = source.remote
+    if setting is False:
+        return None
+    if setting is True:
+        return IndexCache()
+    if isinstance(setting, IndexCache):
+        return setting
+    if isinstance(setting, (str, os.PathLike)):
+        return IndexCache(setting)
+    raise TypeError(f"index_cache must be True, False, a folder or an IndexCache, not {type(setting).__name__}")
+
+
+def _read_index_file(location: str | os.PathLike) -> bytes:
+    path = os.fspath(location)
+    try:
+        if "://" in path:
+            import fsspec
+
+            with fsspec.open(path, "rb") as f:
+                return f.read(MAX_INDEX_FILE_BYTES + 1)[: MAX_INDEX_FILE_BYTES + 1]
+        with builtins.open(path, "rb") as f:
+            data = f.read(MAX_INDEX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise IndexFileError(f"cannot read the index file: {exc.strerror or exc}", path=path) from exc
+    if len(data) > MAX_INDEX_FILE_BYTES:
+        raise IndexFileError(f"larger than {MAX_INDEX_FILE_BYTES >> 20} MiB: not an index file", path=path)
+    return data
 
 
 def iter_frames(

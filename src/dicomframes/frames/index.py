@@ -32,6 +32,8 @@ from dicomframes.io.source import Source
 
 #: the walk reads this much at an item header when fragments are large
 _SMALL_WALK_READ = 64 * 1024
+#: walk blocks read at once from a remote source
+_WALK_READAHEAD = 4
 
 log = logging.getLogger("dicomframes")
 
@@ -393,6 +395,11 @@ class WalkedIndex(EncapsulatedIndex):
     ) -> None:
         super().__init__(header, source, number_of_frames, block, table=table)
         self.start_markers = start_markers
+        # Remote walks are bound by round trips: read a few blocks at once,
+        # concurrently, with room for them in the cache (so none is read twice).
+        self.readahead = min(_WALK_READAHEAD, int(getattr(source, "concurrency", 1))) if source.remote else 1
+        if self.readahead > 1:
+            self.cache.reserve(self.cache.capacity + (self.readahead - 1) * block)
         self._frag_offsets = _Growing()  # item header offsets
         self._frag_lengths = _Growing()
         self._frame_starts = _Growing()  # index of each frame's first fragment
@@ -413,6 +420,7 @@ class WalkedIndex(EncapsulatedIndex):
         # for many headers; the blocks are reused by the fetches); when they
         # are large, each header costs a request anyway: read only a little.
         cur.block = self.block if self._last_fragment < self.block // 2 else min(self.block, _SMALL_WALK_READ)
+        cur.readahead = getattr(self, "readahead", 1) if cur.block == self.block else 1
         pos = cur.pos
         head = cur.peek(8)
         if len(head) < 8:

@@ -200,7 +200,7 @@ class Cursor:
 
     def __init__(
         self, source: Source, offset: int = 0, block: int = 64 * 1024, cache: BlockCache | None = None,
-        *, buffered: bytes = b"",
+        *, buffered: bytes = b"", readahead: int = 1,
     ) -> None:
         self.source = source
         self.pos = offset
@@ -208,6 +208,10 @@ class Cursor:
         self.cache = cache
         self._buf = buffered
         self._buf_start = offset
+        #: blocks read at once, concurrently, when the cursor must read (with a
+        #: cache, which keeps the ones ahead): a walk over a remote file is bound
+        #: by round trips, not bandwidth
+        self.readahead = max(1, int(readahead))
 
     def _buffered(self, n: int) -> bytes:
         """Bytes at the position, up to `n`, served from the block buffer."""
@@ -230,7 +234,11 @@ class Cursor:
                 # from the buffer's end, so the cached blocks stay contiguous and
                 # a later fetch of these frames finds every byte there.
                 read_from = buf_end
-            fresh = self.source.read(read_from, at + want - len(more) - read_from)
+            n_fresh = at + want - len(more) - read_from
+            if self.cache is not None and self.readahead > 1 and n_fresh >= self.block // 2:
+                fresh = self._read_ahead(read_from, n_fresh)
+            else:
+                fresh = self.source.read(read_from, n_fresh)
             if self.cache is not None:
                 self.cache.add(read_from, fresh)
             fresh = fresh[at - read_from :] if read_from != at else fresh
@@ -238,6 +246,24 @@ class Cursor:
         self._buf = keep + more if keep else more
         self._buf_start = self.pos
         return self._buf[:n]
+
+    def _read_ahead(self, offset: int, n: int) -> bytes:
+        """The `n` bytes at `offset`, read together with the next blocks not yet
+        cached (up to `readahead` ranges in one concurrent call; those go to the cache)."""
+        assert self.cache is not None
+        size = self.source.find_size()  # never a range past the end (a 416 and a size lookup each)
+        if size is None:
+            return self.source.read(offset, n)
+        ranges = [(offset, n)]
+        start = offset + n
+        while len(ranges) < self.readahead and start < size:
+            if not self.cache.run(start, 1):
+                ranges.append((start, min(self.block, size - start)))
+            start += self.block
+        got = self.source.read_ranges(ranges)
+        for (o, _), data in zip(ranges[1:], got[1:]):
+            self.cache.add(o, data)
+        return got[0]
 
     def peek(self, n: int) -> bytes:
         """Up to `n` bytes at the position without moving it (short only at the end)."""

@@ -35,6 +35,10 @@ class LocalFileSource(Source):
         self._pid = os.getpid()
         self.size = os.fstat(self._fd).st_size
 
+    def identity(self) -> dict[str, Any]:
+        st = os.stat(self.path)
+        return {**super().identity(), "size": st.st_size, "modified": st.st_mtime_ns}
+
     def _fileno(self, offset: int, size: int) -> int:
         # After fork the descriptor is shared with the parent; preads do not move
         # a shared position, but closing in one process must not break the other.

@@ -115,6 +115,7 @@ class FsspecSource(Source):
 
     header_block = 256 * KiB
     walk_block = 4 * MiB
+    remote = True
 
     def __init__(
         self,
@@ -396,6 +397,20 @@ class FsspecSource(Source):
                 hint="the server ignores HTTP Range requests; serve the file from one that honours them",
             )
         raise _Short(f"short read: got {len(data)} of {expected} bytes")
+
+    def find_size(self) -> int | None:
+        if self.size is None:
+            fs = self.fs
+            try:
+                if getattr(fs, "async_impl", False) and not getattr(fs, "asynchronous", False):
+                    from fsspec.asyn import sync
+
+                    sync(fs.loop, asyncio.wait_for, self._size_async(fs), self._timeout(0))
+                else:
+                    self._size_sync(fs)
+            except Exception as exc:  # the reads that need the size will say what is wrong
+                log.debug("%s: size unknown: %s", self.name, describe(exc))
+        return self.size
 
     async def _size_async(self, fs) -> int | None:
         if self.size is None:

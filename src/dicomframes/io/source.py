@@ -7,6 +7,7 @@ waiting, so users and benchmarks read the same numbers (``reader.stats``).
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -49,6 +50,10 @@ class SourceStats:
         self._lock = threading.Lock()
 
 
+#: the first bytes of an object that `Source.identity` hashes
+IDENTITY_BYTES = 64 * 1024
+
+
 class Source(ABC):
     """Random access to the bytes of one file.
 
@@ -76,10 +81,31 @@ class Source(ABC):
     direct_reads: bool = False
     #: attempts beyond the first of each request, so far (sources that retry count them)
     retries: int = 0
+    #: reads cross a network (the frame index cache is on by default for such sources)
+    remote: bool = False
 
     def fetch_policy(self) -> FetchPolicy:
         """How the Fetcher should plan reads from this source."""
         return FetchPolicy()
+
+    def find_size(self) -> int | None:
+        """The size, asking the storage if it is not known yet (one request at
+        most, once); None where the storage will not say."""
+        return self.size
+
+    def identity(self) -> dict[str, Any]:
+        """What tells this object from another at the same place, for a persisted
+        frame index: a hash of its first 64 KiB (from the header's first
+        read, which sources keep: it costs no second request) and its
+        size where known. A replaced object differs there (its UIDs do); one
+        rewritten with the same header and other fragment boundaries is caught
+        by the item-header checks of every frame read."""
+        # The header's first read (kept), of which a fixed part: the same hash from every kind of source.
+        head = self.read(0, max(self.header_block, IDENTITY_BYTES))[:IDENTITY_BYTES]
+        found: dict[str, Any] = {"head": hashlib.sha256(head).hexdigest(), "head_bytes": len(head)}
+        if self.size is not None:
+            found["size"] = self.size
+        return found
 
     def __init__(self) -> None:
         self.stats = SourceStats()

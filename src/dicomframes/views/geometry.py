@@ -118,8 +118,12 @@ class TileGeometry(ABC):
         self._pixel_spacing: tuple[float, ...] | None | bool = False  # False: not looked up yet
 
     @staticmethod
-    def from_header(header: "Header", number_of_frames: int, source: "Source | None" = None) -> "TileGeometry":
+    def from_header(header: "Header", number_of_frames: int, source: "Source | None" = None,
+                    kept_positions: dict[str, np.ndarray] | None = None) -> "TileGeometry":
         """The geometry of the header's tile organisation.
+
+        `kept_positions`: a sparse geometry's `kept_positions` from an index
+        file: used instead of reading the Per-Frame Functional Groups.
 
         Dimension Organization Type TILED_FULL is full tiling, even where the
         items carry positions, and TILED_SPARSE is sparse (positions read on
@@ -129,6 +133,8 @@ class TileGeometry(ABC):
         """
         _matrix_size(header)  # not tiled: say so before reading anything
         declared = str(_first(header.values.get("DimensionOrganizationType")) or "").strip().upper()
+        if kept_positions and declared != TILED_FULL:
+            return TiledSparseGeometry(header, number_of_frames, source, kept=kept_positions)
         if declared == TILED_FULL:
             return TiledFullGeometry(header, number_of_frames, source)
         if declared == TILED_SPARSE:
@@ -139,6 +145,10 @@ class TileGeometry(ABC):
         if found is None or not found.has_positions:
             return TiledFullGeometry(header, number_of_frames, source)
         return TiledSparseGeometry(header, number_of_frames, source, found=found)
+
+    def kept_positions(self) -> dict[str, np.ndarray] | None:
+        """Arrays worth keeping in an index file (parsed tile positions); None here."""
+        return None
 
     # -- pickling: drop the source, the owner binds a fresh one --------------------
     def __getstate__(self):
@@ -339,13 +349,50 @@ class TiledSparseGeometry(TileGeometry):
     organization = TILED_SPARSE
 
     def __init__(self, header: "Header", number_of_frames: int, source: "Source | None" = None,
-                 found: ItemValues | None = None) -> None:
+                 found: ItemValues | None = None, kept: dict[str, np.ndarray] | None = None) -> None:
         super().__init__(header, number_of_frames, source)
         self._lock = threading.Lock()
         # rows, columns, focal, optical, z, focal_planes, optical_paths, grid (None off the grid)
         self._sparse: dict[str, Any] | None = None
         if found is not None:  # walked already (by `from_header`): no second read
             self._sparse = self._arrays_from(found)
+        elif kept is not None:  # from an index file
+            self._sparse = self._arrays_kept(kept)
+
+    #: the arrays `kept_positions` hands out and `_arrays_kept` takes back
+    _KEPT = ("rows", "columns", "focal", "optical", "z")
+
+    def kept_positions(self) -> dict[str, np.ndarray] | None:
+        """The parsed positions as arrays for an index file; None before they are parsed."""
+        sparse = self._sparse
+        if sparse is None:
+            return None
+        kept = {f"tile.{k}": np.asarray(sparse[k]) for k in self._KEPT}
+        kept["tile.counts"] = np.asarray([sparse["focal_planes"], sparse["optical_paths"]], dtype=np.int64)
+        return kept
+
+    def _arrays_kept(self, kept: dict[str, np.ndarray]) -> dict[str, Any]:
+        """Positions from an index file, checked before use (a damaged file must
+        not size arrays or name absent planes)."""
+        try:
+            arrays = {k: np.asarray(kept[f"tile.{k}"]) for k in self._KEPT}
+            focal_planes, optical_paths = (int(v) for v in kept["tile.counts"])
+        except (KeyError, ValueError, TypeError) as exc:
+            raise InvalidFileError(f"the index file's tile positions are incomplete ({exc})", path=self.path) from None
+        n = self.number_of_frames
+        ints = [arrays[k] for k in ("rows", "columns", "focal", "optical")]
+        if any(a.shape != (n,) or a.dtype.kind not in "iu" for a in ints) or arrays["z"].shape != (focal_planes,):
+            raise InvalidFileError("the index file's tile positions do not fit the frames", path=self.path)
+        rows, columns, focal, optical = (a.astype(np.int64) for a in ints)
+        # Positions may lie off the grid, as parsed ones may; planes and paths index arrays.
+        if n and (focal.min() < 0 or focal.max() >= focal_planes or optical.min() < 0 or optical.max() >= optical_paths):
+            raise InvalidFileError("the index file's tile positions name absent focal planes or optical paths", path=self.path)
+        sparse: dict[str, Any] = {
+            "rows": rows, "columns": columns, "focal": focal.astype(np.int32), "optical": optical.astype(np.int32),
+            "z": arrays["z"].astype(np.float64), "focal_planes": focal_planes, "optical_paths": optical_paths,
+        }
+        sparse["grid"] = self._grid(sparse) if n else None
+        return sparse
 
     def __setstate__(self, state):
         super().__setstate__(state)
@@ -406,16 +453,22 @@ class TiledSparseGeometry(TileGeometry):
             "rows": found.rows, "columns": found.columns, "focal": focal, "optical": optical,
             "z": z_values, "focal_planes": len(z_values), "optical_paths": n_optical, "grid": None,
         }
-        aligned = (
-            not (found.columns % self.tile_width).any() and not (found.rows % self.tile_height).any()
-            and found.columns.min() >= 0 and found.rows.min() >= 0
-            and found.columns.max() < self.width and found.rows.max() < self.height
-        )
-        if aligned:
-            grid = np.full((len(z_values), n_optical, self.tiles_down, self.tiles_across), -1, dtype=np.int32)
-            grid[focal, optical, found.rows // self.tile_height, found.columns // self.tile_width] = np.arange(n, dtype=np.int32)
-            sparse["grid"] = grid
+        sparse["grid"] = self._grid(sparse)
         return sparse
+
+    def _grid(self, sparse: dict[str, Any]) -> np.ndarray | None:
+        """Frame number by (focal plane, optical path, tile row, tile column), -1
+        where absent; None unless every tile lies on the tile grid."""
+        rows, columns = sparse["rows"], sparse["columns"]
+        aligned = (
+            not (columns % self.tile_width).any() and not (rows % self.tile_height).any()
+            and columns.min() >= 0 and rows.min() >= 0 and columns.max() < self.width and rows.max() < self.height
+        )
+        if not aligned:
+            return None
+        grid = np.full((sparse["focal_planes"], sparse["optical_paths"], self.tiles_down, self.tiles_across), -1, dtype=np.int32)
+        grid[sparse["focal"], sparse["optical"], rows // self.tile_height, columns // self.tile_width] = np.arange(len(rows), dtype=np.int32)
+        return grid
 
     @property
     def focal_planes(self) -> int:

@@ -187,6 +187,33 @@ class Level:
             paste_tiles(reader, geometry, out, x, y, fp, op)
         return out
 
+    def to_kerchunk(self, *, focal_plane: int = 0, optical_path: int = 0, url: Any = None,
+                    fill_value: Any = None, verify: bool = True) -> dict[str, Any]:
+        """This level (one focal plane / optical path) as kerchunk references.
+
+        fsspec reference-filesystem JSON (``{"version": 1, "refs": {...}}``,
+        zarr format 2) of one array ``image``, (height, width[, samples]),
+        chunked by tile; absent tiles of sparse levels have no reference and
+        read as `fill_value` (default: `read_region`'s background). ``image[y0:y1,
+        x0:x1]`` read by zarr equals ``read_region((x0, y0), (x1 - x0, y1 - y0))``.
+        `url`: one URL (a single instance), a mapping of reader paths to URLs,
+        or a function of the path. See `dicomframes.Reader.to_kerchunk` and docs/kerchunk.md.
+        """
+        from dicomframes.views.kerchunk import level_references
+
+        where = self._plane_map().get((focal_plane, optical_path))
+        if where is None:
+            raise RegionError(
+                f"focal plane {focal_plane} / optical path {optical_path} out of range: level {self.index} has "
+                f"{self.focal_planes} focal plane(s) and {self.optical_paths} optical path(s)",
+                path=self._parts[0].readers[0].path,
+            )
+        part, fp, op = where
+        return level_references(
+            part.readers, focal_plane=fp, optical_path=op, url=url, fill_value=fill_value, verify=verify,
+            attributes={"level": self.index, "downsample": self.downsample},
+        )
+
     def __repr__(self) -> str:
         return (
             f"Level(index={self.index}, width={self.width}, height={self.height}, "
@@ -348,6 +375,12 @@ class Slide:
 
         return slide_to_dask(self, level, tiles_per_chunk, **kw)
 
+    def to_kerchunk(self, level: int = 0, **kw: Any) -> dict[str, Any]:
+        """Level `level` as kerchunk references (zarr format 2 JSON); see `Level.to_kerchunk`."""
+        if not 0 <= level < len(self.levels):
+            raise RegionError(f"level {level} out of range: the slide has {len(self.levels)} levels")
+        return self.levels[level].to_kerchunk(**kw)
+
     def close(self) -> None:
         for r in self._readers:
             r.close()
@@ -386,7 +419,7 @@ def resize_area(image: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 # -- opening -----------------------------------------------------------------------------
-_READER_OPTIONS = ("as_rgb", "decoder", "workers", "max_inflight")
+_READER_OPTIONS = ("as_rgb", "decoder", "workers", "max_inflight", "index_cache")
 
 
 def _is_dicom_name(name: str) -> bool:
