@@ -48,11 +48,12 @@ if what == "pydicom":
 else:
     from dicomframes.frames import index as index_module
     index_module._WALK_READAHEAD = extra.pop("readahead", index_module._WALK_READAHEAD)
+    out = extra.pop("out", None)
     with dicomframes.open(url, **extra) as r:
         r.frame(frame)
         origin = r.index_origin
-        if extra.pop("keep", None):
-            open(extra.get("out", "/dev/null"), "wb").write(r.keep_index())
+        if out:
+            open(out, "wb").write(r.keep_index())
     print(json.dumps({{"seconds": time.perf_counter() - t, "origin": origin}}))
 """
 
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         measure("warm (cache), last frame", "dicomframes", last, {})
         measure("warm (cache), middle frame", "dicomframes", args.frames // 2, {})
         index_file = work / "walked.dfindex"
-        run_child("dicomframes", url, last, {"index_cache": False, "keep": True, "out": str(index_file)}, env)
+        run_child("dicomframes", url, last, {"index_cache": False, "out": str(index_file)}, env)
         measure("warm (index file), middle frame", "dicomframes", args.frames // 2,
                 {"index_cache": False, "index": str(index_file)})
         if not args.no_peers:

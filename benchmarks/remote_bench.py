@@ -28,16 +28,18 @@ S3; aiohttp for HTTP through fsspec. Run::
 
     python benchmarks/remote_bench.py            # a few minutes
     python benchmarks/remote_bench.py --quick    # under a minute
+    python benchmarks/remote_bench.py --before   # + rows with one batch in flight (before issue 15)
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -170,6 +172,17 @@ def bench_dicomframes(t: Target, name: str, sizes: list[int], header: int, args,
     return row
 
 
+@contextlib.contextmanager
+def one_batch_in_flight():
+    """Remote reads planned as before issue 15: one batch fetched at a time."""
+    own = FsspecSource.fetch_policy
+    FsspecSource.fetch_policy = lambda self: replace(own(self), concurrency=1)  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        FsspecSource.fetch_policy = own  # type: ignore[method-assign]
+
+
 def bench_pydicom(t: Target, name: str, sizes: list[int], args, latency: int) -> Row:
     from pydicom.pixels import iter_pixels, pixel_array
 
@@ -278,6 +291,9 @@ def print_ratios(rows: list[Row]) -> None:
         parts = []
         if d.iter_fps and d.extra.get("local_fps"):
             parts.append(f"remote/local fps {d.iter_fps / d.extra['local_fps']:.2f}")
+        one = libs.get("dicomframes 1 batch")
+        if one is not None and one.iter_fps and one.extra.get("local_fps"):
+            parts.append(f"1 batch in flight: remote/local fps {one.iter_fps / one.extra['local_fps']:.2f}")
         for peer in ("pydicom", "highdicom"):
             p = libs.get(peer)
             if p is None or not p.iter_fps:
@@ -307,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peer-frames", type=int, default=100, help="frames iterated by pydicom / highdicom (100)")
     ap.add_argument("--peer-random", type=int, default=20, help="random frames read by the peers (20)")
     ap.add_argument("--no-peers", action="store_true", help="measure dicomframes only")
+    ap.add_argument("--before", action="store_true",
+                    help="also measure dicomframes with one batch in flight (as before issue 15)")
     ap.add_argument("--quick", action="store_true", help="500 frames, HTTP only, bot only, fewer peer frames")
     args = ap.parse_args(argv)
     if args.quick:
@@ -373,6 +391,11 @@ def main(argv: list[str] | None = None) -> int:
                 table = path.stem
                 t0 = time.perf_counter()
                 rows.append(bench_dicomframes(target, path.name, sizes[table], FsspecSource.header_block, args, latency, path))
+                if args.before:
+                    with one_batch_in_flight():
+                        rows.append(bench_dicomframes(target, path.name, sizes[table], FsspecSource.header_block,
+                                                      args, latency, path))
+                    rows[-1].library = "dicomframes 1 batch"
                 for _, bench in peers:
                     rows.append(bench(target, path.name, sizes[table], args, latency))
                 print(f"  {backend} +{latency} ms {path.name}: {time.perf_counter() - t0:.1f} s", file=sys.stderr)

@@ -242,3 +242,124 @@ def test_the_comparisons_cover_both_paths(monkeypatch):
     inline.clear()
     _walk(b, data, block=40)
     assert not any(inline)
+
+
+# -- the vectorised path: the same values as the per-item parsers ----------------------------------
+
+def _comparable(values: tuple) -> tuple:
+    """`_values` with NaN Z offsets as None: NaN equals nothing, not even itself."""
+    z = values[3]
+    return values[:3] + (None if z is None else [None if v != v else v for v in z],) + values[4:]
+
+
+def _general(b: Builder, data: bytes, monkeypatch, **options):
+    """The walk with the vectorised path off (what it falls back to)."""
+    import dicomframes.views.functional_groups as fg
+
+    with monkeypatch.context() as m:
+        m.setattr(fg, "_VECTOR_MIN_ITEMS", 1 << 62)
+        return _walk(b, data, **options)
+
+
+def _count_vectorised(monkeypatch) -> list[int]:
+    """Items each vectorised run read, recorded as the walk goes."""
+    import dicomframes.views.functional_groups as fg
+
+    runs: list[int] = []
+    real = fg._Vector.run
+
+    def counting(self, *args):
+        done, p = real(self, *args)
+        runs.append(done)
+        return done, p
+
+    monkeypatch.setattr(fg._Vector, "run", counting)
+    return runs
+
+
+def _many(b: Builder, count: int, seed: int, *, z: bool = True, opid: bool = True, odd: bool = False) -> list[bytes]:
+    rng = np.random.default_rng(seed)
+    contents = []
+    for k in rng.permutation(count):
+        zs = f"{(k % 5) * 1.25:g}" if z else None
+        if odd and k % 3 == 0:
+            zs = zs + "0" * int(k % 4) if zs else zs  # text of every length, odd ones too
+        contents.append(b.frame(int(k % 50) * 16, int(k // 50) * 16, z=zs, opid=f"path{k % 3}" if opid else None))
+    return contents
+
+
+@pytest.mark.parametrize("explicit", [True, False])
+@pytest.mark.parametrize("nested_undefined", [False, True])
+@pytest.mark.parametrize("block", [1 << 20, 32768, 16384])
+def test_vectorised_path_agrees_with_the_per_item_parsers(explicit, nested_undefined, block, monkeypatch):
+    inner = Builder(explicit, undefined=nested_undefined)
+    outer = Builder(explicit)
+    data = outer.value(_many(inner, 700, seed=block, odd=True))
+    expected = _comparable(_values(_general(outer, data, monkeypatch, block=block)))
+    runs = _count_vectorised(monkeypatch)
+    got = _comparable(_values(_walk(outer, data, block=block)))
+    assert got == expected
+    assert sum(runs) > 350  # most items went the vectorised way (buffers cut the runs)
+    assert expected[0] == 700 and MISSING not in expected[1]
+
+
+@pytest.mark.parametrize("explicit", [True, False])
+def test_items_that_depart_from_the_layout_fall_back(explicit, monkeypatch):
+    b = Builder(explicit, undefined=True)
+    contents = _many(b, 400, seed=3)
+    measures = b.sequence(PIXEL_MEASURES_SEQUENCE, [b.element(PIXEL_SPACING, "DS", b"0.25\\0.5")])
+    contents[10] = b.frame(1, 2, noise=True)  # extra elements
+    contents[150] = measures + contents[150]  # Pixel Measures: the general walk
+    contents[200] = b.element(0x00200100, "IS", b"1")  # no position at all
+    contents[250] = b.frame(3, 4, z="x" * 100, opid="p")  # a text too long for the vectorised path
+    contents[300] = b.frame(5, 6, opid="q" * 2000)  # longer than any value the walk reads
+    contents[301] = b.sl(COLUMN, -(2 ** 31)) + b.frame(9, 9)  # a value the general walk reads last
+    for k in range(320, 400, 2):  # alternating layouts
+        contents[k] = b.frame(k, k)
+    outer = Builder(explicit)
+    data = outer.value(contents)
+    expected = _comparable(_values(_general(outer, data, monkeypatch)))
+    runs = _count_vectorised(monkeypatch)
+    assert _comparable(_values(_walk(outer, data))) == expected
+    assert sum(runs) > 200
+    assert expected[-1] == (0.25, 0.5) and expected[1][200] == MISSING
+
+
+def test_several_focal_planes_and_optical_paths_in_shuffled_tiles(tmp_path, monkeypatch):
+    import dicomframes
+    from tests.helpers import wsigen
+
+    image = wsigen.large_image(320, 320, cell=16)
+    level = wsigen.write_level(tmp_path, "sparse", image, tile_size=(16, 16), codec="native",
+                               organization="TILED_SPARSE", shuffle=True, focal_planes=2, optical_paths=3,
+                               absent_fraction=0.2, noise=True)
+    runs = _count_vectorised(monkeypatch)
+    with dicomframes.open(level.paths[0]) as reader:
+        got = reader.tile_geometry.positions()
+    assert sum(runs) > 0
+    want = {(t.row, t.column, t.focal_plane, t.optical_path) for t in level.tiles}
+    assert set(zip(*(a.tolist() for a in got))) == want
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_hostile_bytes_never_disagree_or_crash(seed, monkeypatch):
+    """Corrupted copies of a sequence: the vectorised walk gives what the general walk gives, or the same error."""
+    b = Builder(seed % 2 == 0, undefined=seed % 4 >= 2)
+    outer = Builder(seed % 2 == 0)
+    data = bytearray(outer.value(_many(b, 120, seed=seed)))
+    rng = np.random.default_rng(seed)
+    for at in rng.integers(0, len(data), 1 + seed % 5):
+        data[int(at)] = int(rng.integers(0, 256))
+    if seed % 3 == 0:  # a huge length where a small one was
+        at = int(rng.integers(0, len(data) - 4))
+        data[at : at + 4] = struct.pack("<I", 0xFFFFFFF0)
+    data = bytes(data)
+
+    def outcome(fn):
+        try:
+            return _comparable(_values(fn()))
+        except (InvalidFileError, TruncatedFileError) as error:
+            return type(error)
+
+    expected = outcome(lambda: _general(outer, data, monkeypatch))
+    assert outcome(lambda: _walk(outer, data)) == expected

@@ -165,11 +165,13 @@ def test_local_files_use_the_cache_only_when_asked(tmp_path):
     assert not folder.exists() or not list(folder.iterdir())
     with dicomframes.open(path, index_cache=True) as reader:
         reader.frame(FRAMES - 1)
-    assert len(list(folder.glob("*" + SUFFIX))) == 1
+    (entry,) = folder.glob("*" + SUFFIX)
+    inode = entry.stat().st_ino
     with dicomframes.open(path, index_cache=True) as reader:
         assert reader.index_origin == "cache"
         reader.frame(FRAMES - 1)
         assert reader.stats["requests"] == 2
+    assert entry.stat().st_ino == inode  # nothing new learnt: the entry is not written again
     with pytest.raises(TypeError, match="index_cache"):
         dicomframes.open(path, index_cache=3)
 
@@ -374,3 +376,19 @@ def test_cli_index_writes_a_file_or_the_cache(tmp_path):
         assert reader.index_origin == "cache"
     bad = _cli("index", str(tmp_path / "missing.dcm"))
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+
+
+def test_a_slide_in_a_bucket_keeps_its_sparse_positions_for_the_next_open(nginx, remote_dir):
+    folder = remote_dir / "kept-sparse"
+    folder.mkdir(exist_ok=True)
+    image = smooth_image(640, 384)
+    level = write_level(folder, "level0", image, tile_size=(64, 64), codec="native", organization="TILED_SPARSE",
+                        absent_fraction=0.1, shuffle=True, seed=5)
+    url = f"{nginx.url}/kept-sparse/{level.paths[0].name}"
+    with dicomframes.open_slide([url]) as slide:
+        expected = slide.read_region((10, 20), 0, (300, 200))
+        assert [r.index_origin for r in slide.levels[0].readers] == ["built"]
+    with dicomframes.open_slide([url]) as slide:
+        reader = slide.levels[0].readers[0]
+        assert reader.index_origin == "cache" and reader._kept_positions
+        assert np.array_equal(slide.read_region((10, 20), 0, (300, 200)), expected)

@@ -3,13 +3,18 @@ order, errors at the frame where they happen, and nothing left running."""
 
 from __future__ import annotations
 
+import random
 import threading
+import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 import dicomframes
-from dicomframes import DecodeError, DicomFramesError, TruncatedFileError
+from dicomframes import DecodeError, DicomFramesError, StorageError, TruncatedFileError
+from dicomframes.io.local import BytesSource
+from dicomframes.io.policy import FetchPolicy
 from dicomframes.samples import write_sample
 
 
@@ -139,3 +144,130 @@ def test_a_crashing_worker_is_a_decode_error_and_the_pool_recovers(jpegls_file, 
         monkeypatch.setattr("dicomframes.reader.decode_chunk_in_worker", decode_module.decode_chunk_in_worker)
         for a, b in zip(reader, reference):
             np.testing.assert_array_equal(a, b)
+
+
+# -- batches in flight -----------------------------------------------------------------------
+
+KiB = 1 << 10
+#: an object store's plan, scaled down to a small file: merged requests, several batches at once
+STORE = FetchPolicy(max_gap=8 * KiB, max_request=16 * KiB, batch_bytes=64 * KiB, max_frames=4096,
+                    first_batch_bytes=None, concurrency=16)
+#: 200 kB in flight: 40 kB batches, a 120 kB window, ~17 kB batches, 6 at once
+BUDGET = 200_000
+
+
+class SlowSource(BytesSource):
+    """Bytes in memory answering like storage: each read waits (a round trip,
+    jittered so that later reads may finish first), and the source counts the
+    reads in flight at once and the bytes asked for and not yet yielded."""
+
+    def __init__(self, data: bytes, policy: FetchPolicy, *, remote: bool, delay: float = 0.01, seed: int = 0):
+        super().__init__(data, name="slow.dcm")
+        self.remote, self.policy, self.delay = remote, policy, delay
+        self.rng = random.Random(seed)
+        self.lock = threading.Lock()
+        self.fail: tuple[int, int] | None = None  # (offset, length): reads touching it fail
+        self.reset()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.now = self.most = self.asked = self.yielded = self.worst = 0
+
+    def took(self, nbytes: int) -> None:
+        with self.lock:
+            self.yielded += nbytes
+
+    def fetch_policy(self) -> FetchPolicy:
+        return self.policy
+
+    def read_ranges(self, ranges):
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+            self.asked += sum(n for _, n in ranges)
+            self.worst = max(self.worst, self.asked - self.yielded)
+            wait = self.delay * (0.5 + self.rng.random())
+        try:
+            time.sleep(wait)
+            if self.fail is not None:
+                lo, n = self.fail
+                for o, size in ranges:  # as storage does: the whole request fails
+                    if o < lo + n and lo < o + size:
+                        raise StorageError("the store failed", path=self.name, byte_range=(o, size))
+            return super().read_ranges(ranges)
+        finally:
+            with self.lock:
+                self.now -= 1
+
+
+@pytest.fixture(scope="module")
+def slow_file(tmp_path_factory):
+    path = write_sample(str(tmp_path_factory.mktemp("slow") / "slow.dcm"), frames=300, rows=64, columns=64, syntax="jpegls")
+    with dicomframes.open(path, workers=1) as reader:
+        frames = [reader.frame(i) for i in range(len(reader))]
+        lengths = [reader.index.span(i).length for i in range(len(reader))]
+    return open(path, "rb").read(), frames, lengths
+
+
+def _iterate(src, lengths, workers, seen=None):
+    """Frames of `src`'s file in order, counting each as yielded on the source."""
+    out = [] if seen is None else seen
+    with dicomframes.open(src, workers=workers, max_inflight=BUDGET) as reader:
+        src.reset()  # count the iteration, not the open
+        for k, frame in enumerate(reader):
+            src.took(lengths[k])
+            out.append(frame)
+    return out
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_remote_like_source_has_several_batches_in_flight_within_the_budget(slow_file, workers):
+    data, expected, lengths = slow_file
+    src = SlowSource(data, STORE, remote=True, seed=workers)
+    got = _iterate(src, lengths, workers)
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected):  # in order, though later reads often finished first
+        np.testing.assert_array_equal(a, b)
+    assert src.most >= 3, src.most
+    assert src.worst <= BUDGET, src.worst
+    assert src.now == 0 and not _threads()
+
+
+def test_local_like_source_reads_one_batch_at_a_time(slow_file):
+    data, expected, lengths = slow_file
+    src = SlowSource(data, replace(STORE, concurrency=1), remote=False)
+    got = _iterate(src, lengths, workers=2)
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a, b)
+    assert src.most == 1
+    assert src.worst <= BUDGET, src.worst
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_storage_error_raised_at_its_frame_with_later_batches_in_flight(slow_file, workers):
+    data, expected, lengths = slow_file
+    src = SlowSource(data, STORE, remote=True)
+    with dicomframes.open(data) as reader:
+        span = reader.index.span(150)
+    src.fail = (span.offset, span.length)
+    seen: list = []
+    with pytest.raises(StorageError) as info:
+        _iterate(src, lengths, workers, seen)
+    # Named by the first frame of the request that failed: every frame before it was yielded.
+    assert 150 - 20 < info.value.frame <= 150 and len(seen) == info.value.frame
+    for a, b in zip(seen, expected):
+        np.testing.assert_array_equal(a, b)
+    assert src.most >= 3  # the failing batch was not the only one in flight
+    assert src.now == 0 and not _threads()
+
+
+def test_break_with_batches_in_flight_leaves_no_reads_or_threads(slow_file):
+    data, _, _ = slow_file
+    src = SlowSource(data, STORE, remote=True, delay=0.05)
+    with dicomframes.open(src, max_inflight=BUDGET) as reader:
+        for k, _ in enumerate(reader):
+            if k == 30:
+                break
+        assert src.now == 0 and not _threads()
+        assert src.most >= 3

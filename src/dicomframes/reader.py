@@ -170,6 +170,7 @@ class Reader:
             if kept is None:
                 self.index = self._build_index(self.header, source.walk_block)
             self._frames: FrameSource = IndexedFrames(self.index, self._data_source)
+            self._walked_at_open = getattr(self.index, "_walk_pos", 0)
         except (DicomFramesError, MemoryError, KeyboardInterrupt):
             source.close()
             raise
@@ -187,7 +188,8 @@ class Reader:
         A given file must fit the object (else `IndexFileError`); a cached entry
         that does not is dropped with a warning and the header read instead.
         """
-        if given is None and self._index_cache is None:
+        cache = self._index_cache
+        if given is None and cache is None:
             return None
         identity = self._identity = source.identity()
         if given is not None:
@@ -196,17 +198,17 @@ class Reader:
             # A published index travels: a copy's modification time is its own.
             portable = {k: v for k, v in identity.items() if k != "modified"}
             return index_file.loads(data, source.name, portable)
-        if not index_file.strong(identity):
-            log.debug("%s: no ETag or modification time: the index cache is not used", source.name)
+        if cache is None or not index_file.strong(identity):
+            log.debug("%s: no identity to key the index cache with: not used", source.name)
             return None
-        data = self._index_cache.load(source.name, identity)
-        if data is None:
+        entry = cache.load(source.name, identity)
+        if entry is None:
             return None
         try:
-            kept = index_file.loads(data, source.name, identity)
+            kept = index_file.loads(entry, source.name, identity)
         except IndexFileError as exc:
             log.warning("%s: ignoring the cached frame index (%s); reading the header", source.name, exc.message)
-            self._index_cache.discard(source.name, identity)
+            cache.discard(source.name, identity)
             return None
         self.index_origin = "cache"
         return kept
@@ -227,10 +229,13 @@ class Reader:
 
     def _worth_keeping(self) -> bool:
         """Whether the cache should keep what this reader learnt: a walk beyond
-        the first read, or whole-slide positions parsed."""
-        walked = getattr(self.index, "_walk_pos", 0) - self.header.pixel_offset > self._source.header_block
+        the first read (further than the index it opened with), or whole-slide
+        positions parsed (that it did not open with)."""
+        walk = getattr(self.index, "_walk_pos", 0)
+        walked = walk - self.header.pixel_offset > self._source.header_block and walk > self._walked_at_open
         positions = self._tile_geometry is not None and bool(self._tile_geometry.kept_positions())
-        return walked or positions
+        # An entry read from the cache is written again only when this reader learnt more.
+        return walked or (positions and not self._kept_positions)
 
     def _build_index(self, header: Header, block: int) -> FrameIndex:
         return build_index(

@@ -23,6 +23,8 @@ from typing import Any
 
 log = logging.getLogger("dicomframes")
 
+#: cache folders that could not be written, warned about once
+_WARNED: set[str] = set()
 #: the most bytes of entries a cache folder keeps by default
 DEFAULT_MAX_BYTES = 1 << 30
 SUFFIX = ".dfindex"
@@ -98,7 +100,11 @@ class IndexCache:
                         os.unlink(tmp)
                 self._evict(keep=path)
         except OSError as exc:
-            log.warning("index cache %s: cannot write %s: %s", self.location, path, exc)
+            # Once per folder as a warning (a read-only home would say it at every close).
+            level = logging.INFO if self.location in _WARNED else logging.WARNING
+            _WARNED.add(self.location)
+            log.log(level, "index cache %s: cannot write %s: %s (open with index_cache=False to stop trying)",
+                    self.location, path, exc)
             return None
         return path
 

@@ -96,7 +96,8 @@ def dumps(header: Header, index: FrameIndex, identity: dict[str, Any], extras: d
         "header": _header_state(header), "index": state, "extras": sorted(extras or {}),
     }
     out = io.BytesIO()
-    np.savez(out, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
+    members: dict[str, Any] = {**arrays, "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}
+    np.savez(out, **members)
     return out.getvalue()
 
 
@@ -151,8 +152,11 @@ def _describe(identity: dict[str, Any]) -> str:
 
 
 def _header_from(state: dict[str, Any], name: str) -> Header:
+    syntax = lookup(str(state["transfer_syntax"]))
+    if syntax is None:
+        raise IndexFileError(f"unknown transfer syntax {state['transfer_syntax']!r}", path=name)
     header = Header(
-        name=name, transfer_syntax=lookup(str(state["transfer_syntax"])),
+        name=name, transfer_syntax=syntax,
         dataset_offset=int(state["dataset_offset"]), meta_offset=int(state["meta_offset"]),
         values=dict(state["values"]), pixel_keyword=str(state["pixel_keyword"]), pixel_vr=str(state["pixel_vr"]),
         pixel_offset=int(state["pixel_offset"]),

@@ -1,16 +1,21 @@
 """The iteration pipeline: fetch ahead on one thread, decode on a pool, yield in order.
 
-Memory is bounded by bytes in flight: at most `ahead` fetched batches (each
-bounded by the fetch policy) plus `depth` frames being decoded. Errors surface
-at the frame where they happened, in order. Closing the generator (``break``,
-an exception, ``reader.close()``) cancels pending work and joins the threads
-it started.
+Memory is bounded by bytes in flight: at most ``(ahead + 1) * batch_bytes``
+fetched and not yet handed to decoding (the batches ahead and the one in use)
+plus `depth` frames being decoded. Where requests cost a round trip
+(``policy.concurrency > 1``: object stores) that window is cut into smaller
+batches, about one request each, fetched several at once: the same bytes in
+flight, round trips overlapped instead of taken one after another. Errors
+surface at the frame where they happened, in order. Closing the generator
+(``break``, an exception, ``reader.close()``) cancels pending work and joins
+the threads it started.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from dataclasses import replace
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
@@ -55,6 +60,22 @@ class _Failed:
         self.exc = exc
 
 
+def in_flight(policy: FetchPolicy, ahead: int) -> tuple[int, FetchPolicy]:
+    """(batches fetched at once, the policy each is planned with).
+
+    The window of ``(ahead + 1) * batch_bytes`` fetched bytes stays what it
+    was; with ``policy.concurrency > 1`` it holds `n` batches in flight plus
+    the one in use, each ``window / (n + 1)`` and no smaller than one request
+    (``max_request``, when the window allows): more, smaller requests would
+    cost more round trips, not fewer.
+    """
+    if policy.concurrency <= 1:
+        return 1, policy
+    window = (ahead + 1) * policy.batch_bytes
+    n = max(1, min(policy.concurrency, window // max(1, min(policy.batch_bytes, policy.max_request)) - 1))
+    return n, replace(policy, batch_bytes=max(1, min(policy.batch_bytes, window // (n + 1))))
+
+
 def iterate(
     indices: Iterable[int],
     source: FrameSource,
@@ -73,18 +94,27 @@ def iterate(
     ends early with the exception of a failed frame; without one, `decode`
     takes (span, bytes) and runs on the calling thread while the next batches
     are fetched in the background. Memory held: `ahead` fetched batches, the
-    batch being used, and `depth` frames decoding.
+    batch being used, and `depth` frames decoding; with
+    ``policy.concurrency > 1`` the same bytes as smaller batches, several
+    read at once (`in_flight`).
     """
     todo = iter(indices)
     exhausted = False
+    width, policy = in_flight(policy, ahead)
+    if width > 1:
+        ahead = width
 
     carried: list[FrameSpan] = []  # located but left for the next batch
 
     batches = 0
+    ended = False  # a frame could not be located: nothing after it is planned
 
-    def next_batch():
-        # Runs on the single fetch thread, so `todo` is consumed in order.
-        nonlocal batches
+    def take():
+        """The next batch's spans and a locate failure after them, or None.
+        Runs on the single fetch thread, so `todo` is consumed in order."""
+        nonlocal batches, ended
+        if ended:
+            return None
         limit = policy.batch_bytes
         if not batches and policy.first_batch_bytes:
             limit = min(limit, policy.first_batch_bytes)
@@ -98,6 +128,7 @@ def iterate(
                 span = source.locate(i)
             except DicomFramesError as exc:  # raised after the frames before it
                 failed = _Failed(exc)
+                ended = True
                 break
             if spans and size + span.length > limit:
                 carried.append(span)  # keep each batch within the byte bound
@@ -108,6 +139,9 @@ def iterate(
                 break
         if not spans:
             return [failed] if failed else None
+        return spans, failed
+
+    def read(spans: list[FrameSpan], failed: _Failed | None):
         out: list[tuple[FrameSpan, FrameBytes] | _Failed]
         try:
             blobs = source.read_many(spans, policy)
@@ -123,6 +157,18 @@ def iterate(
                     out.append(_Failed(exc))
                     break
         return out + [failed] if failed else out
+
+    # One batch at a time: plan and read on the fetch thread. Several: plan
+    # there (in order) and read on `reads`, one thread per batch in flight.
+    reads = ThreadPoolExecutor(width, thread_name_prefix="dicomframes-fetch-io") if width > 1 else None
+
+    def next_batch():
+        planned = take()
+        if planned is None or isinstance(planned, list):
+            return planned
+        if reads is None:
+            return read(*planned)
+        return reads.submit(read, *planned)
 
     fetcher = ThreadPoolExecutor(1, thread_name_prefix="dicomframes-fetch")
     fetches: deque[Future] = deque()
@@ -142,6 +188,8 @@ def iterate(
                         break
                     try:
                         batch = fetches.popleft().result()
+                        if isinstance(batch, Future):  # planned, read on `reads`
+                            batch = batch.result()
                     except BaseException as exc:  # raise it in order, at its frames
                         exhausted = True
                         frames.append(_Failed(exc))
@@ -188,3 +236,5 @@ def iterate(
         for f in fetches:
             f.cancel()
         fetcher.shutdown(wait=True, cancel_futures=True)
+        if reads is not None:  # after the fetch thread: it submits no more reads
+            reads.shutdown(wait=True, cancel_futures=True)

@@ -24,3 +24,8 @@ class FetchPolicy:
     #: 1 MiB ~2 ms); None: as big as the others, where each request costs a
     #: round trip (remote storage)
     first_batch_bytes: int | None = 1 << 20
+    #: batches fetched at once by an iteration (each its own requests, within
+    #: the same bytes in flight): >1 where each request costs a round trip and
+    #: the storage serves many at once (object stores); 1 where reads are
+    #: local and a second batch in flight only competes with the first
+    concurrency: int = 1

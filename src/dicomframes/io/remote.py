@@ -261,6 +261,7 @@ class FsspecSource(Source):
         return FetchPolicy(
             max_gap=self.merge_gap, max_request=self.request_size,
             batch_bytes=self.batch_bytes, max_frames=4096, first_batch_bytes=None,
+            concurrency=self.concurrency,
         )
 
     # -- reads -----------------------------------------------------------------------------

@@ -331,7 +331,7 @@ def _fast_item(buf: bytes, p: int, end: int, explicit: bool,
                     return None
                 continue
             if vlen == _undefined:
-                if vr == b"UN":
+                if vr == b"UN" or (g == _measures_g and e == _measures_e):  # Pixel Measures: see below
                     return None
                 p = _skip_sequence(buf, p, explicit, 1)
                 if p < 0:
@@ -349,6 +349,269 @@ def _fast_item(buf: bytes, p: int, end: int, explicit: bool,
     if p > len(buf):  # a value ran past the buffer (its bytes were cut): retry in the general walk
         return None
     return col, row, zraw, opid, p
+
+
+# -- the vectorised path ------------------------------------------------------------------------
+# The items of a big per-frame sequence almost always share one element layout;
+# only the digits of their values (and so the lengths of DS text) differ. So the
+# layout is learned from one item (`_learn`: a list of steps mirroring what the
+# general walk below does with that item), and then checked and read in all the
+# items of a buffer at once with NumPy (`_apply`): each step's header is
+# gathered at its position in every item, compared with the template's, and
+# the position advanced by each item's own value length. An item where any
+# step differs (or anything would lie outside the item) ends the run; the
+# per-item parsers take it from there. Only little endian, defined-length
+# top-level items (their starts follow from their lengths).
+
+_VECTOR_MIN_ITEMS = 64  # fewer items in a buffer: NumPy's per-call cost outweighs what it saves
+_VECTOR_MAX_TEXT = 64  # longer Z offsets or identifiers go to the per-item parsers
+_VECTOR_MAX_STEPS = 256
+_VECTOR_MAX_DEPTH = 8  # well below MAX_DEPTH: deeper items go to the general walk, which reports it
+
+# Step kinds. Element steps read a value length; the others do not.
+(_S_VALUE, _S_COLUMN, _S_ROW, _S_Z, _S_OPID, _S_OPEN_DEFINED, _S_OPEN_UNDEFINED,
+ _S_ITEM_DEFINED, _S_ITEM_UNDEFINED, _S_SKIP_ITEM, _S_DELIMITER, _S_CLOSE) = range(12)
+_ELEMENT_STEPS = frozenset({_S_VALUE, _S_COLUMN, _S_ROW, _S_Z, _S_OPID, _S_OPEN_DEFINED, _S_OPEN_UNDEFINED})
+_U16_LE = struct.Struct("<H").unpack_from
+_INT32_MIN = int(np.iinfo(np.int32).min)
+
+
+def _tag32(group: int, elem: int) -> int:
+    """A tag as the little endian uint32 its four bytes read as."""
+    return group | elem << 16
+
+
+class _Refused(Exception):
+    """The item's layout is not one the vectorised path takes."""
+
+
+def _learn(buf: bytes, p: int, explicit: bool) -> list[tuple[int, int, int, int]] | None:
+    """The steps (kind, tag as uint32, VR as uint16 or -1, header length) of the
+    defined-length item whose header is at ``buf[p]``, or None."""
+    steps: list[tuple[int, int, int, int]] = []
+    try:
+        g, e, ilen = _IMPL_LE(buf, p)
+        if g != DELIMITER_GROUP or e != _ITEM_E or ilen == UNDEFINED:
+            return None
+        steps.append((_S_ITEM_DEFINED, _tag32(g, e), -1, 8))
+        if _learn_elements(buf, p + 8, p + 8 + ilen, explicit, _TOP_ITEM, steps, 1) != p + 8 + ilen:
+            return None
+        steps.append((_S_CLOSE, 0, -1, 0))
+    except (struct.error, _Refused):
+        return None
+    return steps
+
+
+def _learn_elements(buf: bytes, p: int, end: int, explicit: bool, role: int, steps: list, depth: int) -> int:
+    """Steps of the elements of an item (role odd) from `p` to `end` (-1: its delimiter)."""
+    while True:
+        if end >= 0 and p >= end:
+            return p
+        if len(steps) > _VECTOR_MAX_STEPS or depth > _VECTOR_MAX_DEPTH:
+            raise _Refused
+        if explicit:
+            g, e, vr, vlen = _EXPL_LE(buf, p)
+            vr16 = _U16_LE(buf, p + 4)[0]
+        else:
+            g, e, vlen = _IMPL_LE(buf, p)
+            vr, vr16 = None, -1
+        if g == DELIMITER_GROUP:
+            if e == _ITEM_DELIMITER_E and end < 0:
+                steps.append((_S_DELIMITER, _tag32(g, e), -1, 8))
+                return p + 8
+            raise _Refused
+        hlen = 8
+        if vr is not None and vr in LONG_VRS_BYTES:
+            vlen, hlen = _U32_LE(buf, p + 8)[0], 12
+        tag = g << 16 | e
+        if vlen == UNDEFINED:
+            if vr is not None and vr != b"SQ":
+                raise _Refused  # UN sequences (implicit inside), encapsulated values, errors
+            child = _NESTED.get(tag, _SKIP_SEQ) if role == _TOP_ITEM else _SKIP_SEQ
+            if child == _MEASURES_SEQ:
+                raise _Refused  # Pixel Measures: the general walk reads it
+            steps.append((_S_OPEN_UNDEFINED, _tag32(g, e), vr16, hlen))
+            p = _learn_items(buf, p + hlen, -1, explicit, child, steps, depth + 1)
+            continue
+        if role == _TOP_ITEM and tag in _NESTED:
+            if vr == b"UN" or tag == PIXEL_MEASURES_SEQUENCE:
+                raise _Refused
+            steps.append((_S_OPEN_DEFINED, _tag32(g, e), vr16, hlen))
+            q = p + hlen + vlen
+            if _learn_items(buf, p + hlen, q, explicit, _NESTED[tag], steps, depth + 1) != q:
+                raise _Refused
+            steps.append((_S_CLOSE, 0, -1, 0))
+            p = q
+            continue
+        # Which values the general walk reads where (and which it skips).
+        kind = _S_VALUE
+        if role == _TOP_ITEM or role == _OPID_ITEM:
+            if tag == OPTICAL_PATH_IDENTIFIER:
+                kind = _S_OPID
+        elif role == _PLANE_ITEM and vlen <= _MAX_VALUE:
+            if tag == _COLUMN_POSITION or tag == _ROW_POSITION:
+                if vlen != 4:
+                    raise _Refused
+                kind = _S_COLUMN if tag == _COLUMN_POSITION else _S_ROW
+            elif tag == _Z_OFFSET:
+                kind = _S_Z
+        if kind in (_S_Z, _S_OPID) and vlen > _VECTOR_MAX_TEXT:
+            raise _Refused
+        steps.append((kind, _tag32(g, e), vr16, hlen))
+        p += hlen + vlen
+
+
+def _learn_items(buf: bytes, p: int, end: int, explicit: bool, role: int, steps: list, depth: int) -> int:
+    """Steps of the items of a sequence (role even) from `p` to `end` (-1: its delimiter)."""
+    while True:
+        if end >= 0 and p >= end:
+            return p
+        if len(steps) > _VECTOR_MAX_STEPS:
+            raise _Refused
+        g, e, ilen = _IMPL_LE(buf, p)
+        if g != DELIMITER_GROUP:
+            raise _Refused
+        if e == _SEQUENCE_DELIMITER_E and end < 0:
+            steps.append((_S_DELIMITER, _tag32(g, e), -1, 8))
+            return p + 8
+        if e != _ITEM_E:
+            raise _Refused
+        if role == _SKIP_SEQ and ilen != UNDEFINED:
+            steps.append((_S_SKIP_ITEM, _tag32(g, e), -1, 8))
+            p += 8 + ilen
+        elif ilen == UNDEFINED:
+            steps.append((_S_ITEM_UNDEFINED, _tag32(g, e), -1, 8))
+            p = _learn_elements(buf, p + 8, -1, explicit, role + 1, steps, depth + 1)
+        else:
+            steps.append((_S_ITEM_DEFINED, _tag32(g, e), -1, 8))
+            q = p + 8 + ilen
+            if _learn_elements(buf, p + 8, q, explicit, role + 1, steps, depth + 1) != q:
+                raise _Refused
+            steps.append((_S_CLOSE, 0, -1, 0))
+            p = q
+
+
+def _item_starts(buf: bytes, p: int, stop: int) -> tuple[np.ndarray, int]:
+    """Starts of the consecutive defined-length items from `p` that end by `stop`, and where the last ends."""
+    starts: list[int] = []
+    add, impl, undefined, delim_g, item_e = starts.append, _IMPL_LE, UNDEFINED, DELIMITER_GROUP, _ITEM_E
+    while p + 8 <= stop:
+        g, e, ilen = impl(buf, p)
+        if g != delim_g or e != item_e or ilen == undefined or p + 8 + ilen > stop:
+            break
+        add(p)
+        p += 8 + ilen
+    return np.array(starts, dtype=np.int64), p
+
+
+def _text_rows(a8: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, width: int) -> np.ndarray:
+    """Each value's bytes as one void scalar, zero-padded to `width` (at most `_VECTOR_MAX_TEXT`)."""
+    cols = np.arange(width)
+    rows = np.where(cols < lengths[:, None], a8[np.minimum(offsets[:, None] + cols, len(a8) - 1)], 0).astype(np.uint8)
+    return np.ascontiguousarray(rows).view(np.dtype((np.void, width))).ravel()
+
+
+def _apply(steps: list, buf: bytes, starts: np.ndarray, ends: np.ndarray) -> tuple[int, dict]:
+    """How many of the items at `starts` (ending at `ends`) follow `steps`, and their values.
+
+    Every read is at a position checked to lie inside its item, itself inside
+    `buf`; positions that failed a check are replaced by 0 before gathering.
+    """
+    n = len(buf)
+    a8 = np.frombuffer(buf, np.uint8)
+    # Unaligned views: a uint32 (uint16, int32) starting at every byte.
+    u32 = np.ndarray((n - 3,), "<u4", buf, 0, (1,))
+    u16 = np.ndarray((n - 1,), "<u2", buf, 0, (1,))
+    i32 = np.ndarray((n - 3,), "<i4", buf, 0, (1,))
+    pos = starts.copy()
+    ok = np.ones(len(starts), dtype=bool)
+    closing: list[np.ndarray] = []
+    found: dict[str, Any] = {"z": None, "opid": []}
+    for kind, tag32, vr16, hlen in steps:
+        if kind == _S_CLOSE:
+            ok &= pos == closing.pop()
+            continue
+        ok &= pos + hlen <= ends
+        at = np.where(ok, pos, 0)
+        ok &= u32[at] == tag32
+        if vr16 >= 0:
+            ok &= u16[at + 4] == vr16
+        if kind in _ELEMENT_STEPS:
+            vlen = (u16[at + 6] if hlen == 8 and vr16 >= 0 else u32[at + hlen - 4]).astype(np.int64)
+            pos = pos + hlen
+            if kind == _S_OPEN_UNDEFINED:
+                ok &= vlen == UNDEFINED
+                continue
+            ok &= vlen != UNDEFINED
+            if kind == _S_OPEN_DEFINED:
+                closing.append(pos + vlen)
+                continue
+            if kind == _S_COLUMN or kind == _S_ROW:
+                ok &= (vlen == 4) & (pos + 4 <= ends)
+                value = i32[np.where(ok, pos, 0)]
+                ok &= value != _INT32_MIN  # minus one would wrap: the general walk decides
+                found["columns" if kind == _S_COLUMN else "rows"] = value - 1
+            elif kind == _S_Z or kind == _S_OPID:
+                ok &= (vlen <= _VECTOR_MAX_TEXT) & (pos + vlen <= ends)
+                where = (np.where(ok, pos, 0), np.where(ok, vlen, 0))
+                if kind == _S_Z:
+                    found["z"] = where  # the last one in the item wins, as in the general walk
+                else:
+                    found["opid"].append(where)
+            pos = pos + vlen
+            continue
+        ilen = u32[at + 4].astype(np.int64)
+        pos = pos + 8
+        if kind == _S_ITEM_DEFINED:
+            ok &= ilen != UNDEFINED
+            closing.append(pos + ilen)
+        elif kind == _S_ITEM_UNDEFINED:
+            ok &= ilen == UNDEFINED
+        elif kind == _S_SKIP_ITEM:
+            ok &= ilen != UNDEFINED
+            pos = pos + ilen
+    m = int(np.argmin(ok)) if not ok.all() else len(ok)
+    if m:
+        if found["z"] is not None:
+            lengths = found["z"][1][:m]
+            found["z"] = _text_rows(a8, found["z"][0][:m], lengths, max(1, int(lengths.max())))
+        if found["opid"]:
+            width = max(1, max(int(lens[:m].max()) for _, lens in found["opid"]))
+            found["opid"] = [_text_rows(a8, off[:m], lens[:m], width) for off, lens in found["opid"]]
+    return m, found
+
+
+class _Vector:
+    """The vectorised path's state over one walk: the layout learned, and when to try again."""
+
+    def __init__(self, explicit: bool) -> None:
+        self.explicit = explicit
+        self.steps: list | None = None
+        self.next_try = 0  # item count at which to try again
+        self._skip = 1
+
+    def run(self, out: "_Collected", buf: bytes, p: int, stop: int, count: int) -> tuple[int, int]:
+        """Items read from `buf` at `p` (none past `stop`) into `out` from item `count`,
+        and the position after them."""
+        starts, last = _item_starts(buf, p, stop)
+        m, found = 0, None
+        ends = np.append(starts[1:], last)
+        if len(starts) >= _VECTOR_MIN_ITEMS:
+            if self.steps is not None:
+                m, found = _apply(self.steps, buf, starts, ends)
+            if not m:  # a new layout (or the first): learn it from this item
+                self.steps = _learn(buf, p, self.explicit)
+                if self.steps is not None:
+                    m, found = _apply(self.steps, buf, starts, ends)
+        if m < _VECTOR_MIN_ITEMS:
+            self._skip = min(self._skip * 2, 1 << 16)  # items the per-item parsers read before the next try
+        else:
+            self._skip = 1
+        self.next_try = count + m + self._skip - 1
+        if m and found is not None:
+            out.store(count, m, found)
+            p = int(ends[m - 1])
+        return m, p
 
 
 class _Collected:
@@ -405,6 +668,36 @@ class _Collected:
         if self.opath is None:
             self.opath = np.full(self.cap, -1, dtype=np.int32)
         self.opath[item] = k
+
+    def store(self, first: int, m: int, found: dict) -> None:
+        """The values `_apply` found for items `first` to `first + m`."""
+        while self.cap < first + m:
+            self.grow()
+        if "columns" in found:
+            self.columns[first : first + m] = found["columns"][:m]
+        if "rows" in found:
+            self.rows[first : first + m] = found["rows"][:m]
+        if found["z"] is not None:
+            unique, inverse = np.unique(found["z"], return_inverse=True)
+            if self.z is None:
+                self.z = np.full(self.cap, np.nan)
+                self._views()
+            # Zero padding changes no value: _number strips it, as it strips the file's own.
+            self.z[first : first + m] = np.array([_number(bytes(u)) for u in unique])[inverse.ravel()]
+        if found["opid"]:
+            # Identifiers are numbered in order of first appearance, item by item, as the walk meets them.
+            everything = np.stack(found["opid"], axis=1).ravel() if len(found["opid"]) > 1 else found["opid"][0]
+            unique, first_seen, inverse = np.unique(everything, return_index=True, return_inverse=True)
+            number = np.empty(len(unique), dtype=np.int32)
+            for u in np.argsort(first_seen, kind="stable"):
+                key = bytes(unique[u]).decode("latin-1").strip("\x00 ")
+                k = self.ids.get(key)
+                if k is None:
+                    k = self.ids[key] = len(self.ids)
+                number[u] = k
+            if self.opath is None:
+                self.opath = np.full(self.cap, -1, dtype=np.int32)
+            self.opath[first : first + m] = number[inverse.ravel()].reshape(m, -1)[:, -1]
 
     def result(self, count: int) -> ItemValues:
         for view in (self.columns_view, self.rows_view, self.z_view):
@@ -465,6 +758,8 @@ def walk_items(
     impl_le, impl_be = struct.Struct("<HHI").unpack_from, struct.Struct(">HHI").unpack_from
     fast = _fast_item
     undefined, delim_g, item_e = UNDEFINED, DELIMITER_GROUP, _ITEM_E  # locals for the inline loop below
+    vector = _Vector(explicit) if little else None
+    vector_next = 0 if vector is not None else 1 << 62
 
     buf = b""
     base = offset  # absolute offset of buf[0]
@@ -497,11 +792,22 @@ def walk_items(
 
             if role & 1 == 0:  # a sequence: items or its delimiter
                 group, elem, ilen = (impl_le if le else impl_be)(buf, p)
+                if role == _TOP_SEQ and le and group == delim_g and elem == item_e and vector is not None:
+                    if ilen != undefined and count >= vector_next:
+                        if n - p < block // 2 and base + n < end_all:
+                            buf = _refill(source, buf, base, base + p, block, block, end_all)
+                            base, p, n = base + p, 0, len(buf)
+                        done, p = vector.run(out, buf, p, n if end < 0 else min(n, end - base), count)
+                        count += done
+                        vector_next = vector.next_try
+                        if done:
+                            continue  # the end of the sequence, a refill, or the next item inline
                 if role == _TOP_SEQ and le and group == delim_g and elem == item_e:
                     # The common case: items read inline while they last.
                     # Locals, refreshed when the arrays change: no attribute lookups per item.
                     columns, rows, z_view, cap = out.columns_view, out.rows_view, out.z_view, out.cap
                     z_cache = out.z_cache
+                    retry = False
                     while True:
                         if ilen != undefined:
                             q = p + 8 + ilen
@@ -541,8 +847,11 @@ def walk_items(
                         group, elem, ilen = impl_le(buf, p)
                         if group != delim_g or elem != item_e:
                             break
-                    if p + 8 > n or (end >= 0 and base + p >= end):
-                        continue  # refill, or the end of the sequence
+                        if count >= vector_next and ilen != undefined:
+                            retry = True  # the vectorised path tries again from this item
+                            break
+                    if p + 8 > n or (end >= 0 and base + p >= end) or retry:
+                        continue  # refill, the end of the sequence, or the vectorised path again
                     pos = base + p
                     group, elem, ilen = impl_le(buf, p)
                 if group == DELIMITER_GROUP and elem == _ITEM_E:

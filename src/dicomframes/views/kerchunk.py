@@ -111,7 +111,8 @@ def codec_config(reader: "Reader") -> dict[str, Any] | None:
     if fmt.bits_allocated == 1:
         raise _refuse(reader, "Bits Allocated 1: pixels are packed 8 to a byte, across frame boundaries")
     if codec in (Codec.NATIVE, Codec.ENCAPSULATED_NATIVE):
-        return _native(reader)
+        _check_native(reader)
+        return None  # the chunk is the pixel bytes
     if codec is Codec.DEFLATE_FRAMES:
         raise _refuse(reader, f"{ts.name}: no numcodec reads its raw deflate streams")
     params = _first_params(reader)
@@ -167,7 +168,8 @@ def _check_bits(reader: "Reader", what: str) -> None:
         )
 
 
-def _native(reader: "Reader") -> None:
+def _check_native(reader: "Reader") -> None:
+    """Refuse native pixels that zarr would read differently from dicomframes."""
     fmt = reader.format
     pi = fmt.photometric_interpretation
     if fmt.be_swap_ow:
@@ -182,7 +184,6 @@ def _native(reader: "Reader") -> None:
             hint="open the file with as_rgb=False to describe the pixels as stored",
         )
     _check_bits(reader, "native pixels are stored as they are")
-    return None
 
 
 def _zarr_dtype(reader: "Reader", compressor: dict[str, Any] | None) -> str:
@@ -366,7 +367,7 @@ def level_references(
             raise _refuse(r, f"the tile at row {int(rows[k])}, column {int(cols[k])} lies off the tile grid; "
                           "a chunk is one cell of the grid", frame=k)
         r.locate_all()
-        offsets, lengths = frame_ranges(r, frames)
+        offsets, lengths = frame_ranges(r, frames.tolist())
         tr, tc = (rows[frames] // g.tile_height).tolist(), (cols[frames] // g.tile_width).tolist()
         for row, col, off, n in zip(tr, tc, offsets.tolist(), lengths.tolist()):
             tiles[(row, col)] = (target, off, n)  # as read_region pastes them: a later frame wins
