@@ -38,19 +38,10 @@ from dicomframes.samples import write_sample
 from dicomframes.transcode.decompress import Progress
 from dicomframes.transcode.offset_table import add_offset_table
 from tests.helpers import dicomgen
+from tests.test_decompress import SRC, _no_partial_files, _testfile
 
 EOT_TAG, EOTL_TAG, TOTAL_TAG = 0x7FE00001, 0x7FE00002, 0x7FE00003
 ITEM = struct.Struct("<HHI")
-SRC = str(Path(__file__).resolve().parents[1] / "src")
-
-
-def _testfile(name: str) -> str:
-    return pydicom.data.get_testdata_file(name)
-
-
-def _no_partial_files(directory: Path) -> None:
-    left = [p.name for p in Path(directory).iterdir() if p.name.endswith(".part")]
-    assert not left, f"temporary files left behind: {left}"
 
 
 def _items(path) -> tuple[bytes, list[tuple[int, bytes]]]:

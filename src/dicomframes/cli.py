@@ -425,9 +425,11 @@ def cmd_index(args) -> int:
         stats = reader.stats
         kind = reader.index.kind
         url = reader.source.name
-        identity = reader._identity or reader.source.identity()
+        identity = reader.identity
     if args.out is not None:
-        written = _write_index_file(args.out, data, args.force)
+        from dicomframes.transcode.destination import write_bytes
+
+        written = write_bytes(args.out, data, overwrite=args.force)
     else:
         cache = IndexCache(args.cache) if args.cache else IndexCache()
         written = cache.store(url, identity, data)
@@ -443,33 +445,6 @@ def cmd_index(args) -> int:
         print(f"{written}: {_plural(n, 'frame')} ({kind}), {_plural(len(data), 'byte')}, in {seconds:.2f} s, "
               f"{_plural(int(stats['requests']), 'request')}")
     return EXIT_OK
-
-
-def _write_index_file(out: str, data: bytes, force: bool) -> str:
-    from dicomframes.io.resolve import is_url, local_path
-
-    if is_url(out):
-        import fsspec
-
-        fs, path = fsspec.core.url_to_fs(out)
-        if fs.exists(path) and not force:
-            raise DestinationExistsError("the destination exists", path=out, hint="pass --force to replace it")
-        fs.pipe_file(path, data)  # one PUT: never a partial object
-        return out
-    path = local_path(out)
-    if os.path.lexists(path) and not force:
-        raise DestinationExistsError("the destination exists", path=out, hint="pass --force to replace it")
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise DestinationError(f"cannot write: {exc.strerror or exc}", path=out) from exc
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return out
 
 
 # -- sample --------------------------------------------------------------------------------------------
@@ -506,58 +481,48 @@ def cmd_sample(args) -> int:
 # -- decompress ----------------------------------------------------------------------------------------
 
 
-def cmd_decompress(args) -> int:
+def _transcode(args, label: str, write) -> int:
+    """Run ``write(src, progress)`` for a command that copies SRC to DST (the
+    storage flags apply to the source; the destination uses its own credentials)."""
     from dicomframes.io.resolve import is_url
-    from dicomframes.transcode.decompress import ProgressDisplay, decompress
+    from dicomframes.transcode.decompress import ProgressDisplay
 
     src: Any = args.path
     _check_local_input(src)
     if is_url(src):
         from dicomframes.io.remote import FsspecSource
 
-        # The storage flags are for the source; the destination uses its own credentials.
         src = FsspecSource(args.path, **_storage_options(args, args.path))
-    display = ProgressDisplay(sys.stderr) if _show_progress(args) else None
+    display = ProgressDisplay(sys.stderr, label=label) if _show_progress(args) else None
     start = time.perf_counter()
     try:
-        out = decompress(
-            src, args.out, as_rgb=not args.keep_ybr, generate_instance_uid=not args.keep_uid,
-            workers=args.workers, overwrite=args.force, encapsulated=args.encapsulated,
-            decoder=args.decoder, progress=display,
-        )
+        out = write(src, display)
     finally:
         if display is not None:
             display.close()
     if args.json:
         print(json.dumps({"output": out, "seconds": round(time.perf_counter() - start, 3)}))
     return EXIT_OK
+
+
+def cmd_decompress(args) -> int:
+    from dicomframes.transcode.decompress import decompress
+
+    return _transcode(args, "decompress", lambda src, progress: decompress(
+        src, args.out, as_rgb=not args.keep_ybr, generate_instance_uid=not args.keep_uid,
+        workers=args.workers, overwrite=args.force, encapsulated=args.encapsulated,
+        decoder=args.decoder, progress=progress,
+    ))
 
 
 # -- add-offset-table ----------------------------------------------------------------------------------
 
 
 def cmd_add_offset_table(args) -> int:
-    from dicomframes.io.resolve import is_url
-    from dicomframes.transcode.decompress import ProgressDisplay
     from dicomframes.transcode.offset_table import add_offset_table
 
-    src: Any = args.path
-    _check_local_input(src)
-    if is_url(src):
-        from dicomframes.io.remote import FsspecSource
-
-        # The storage flags are for the source; the destination uses its own credentials.
-        src = FsspecSource(args.path, **_storage_options(args, args.path))
-    display = ProgressDisplay(sys.stderr, label="add-offset-table") if _show_progress(args) else None
-    start = time.perf_counter()
-    try:
-        out = add_offset_table(src, args.out, overwrite=args.force, progress=display)
-    finally:
-        if display is not None:
-            display.close()
-    if args.json:
-        print(json.dumps({"output": out, "seconds": round(time.perf_counter() - start, 3)}))
-    return EXIT_OK
+    return _transcode(args, "add-offset-table",
+                      lambda src, progress: add_offset_table(src, args.out, overwrite=args.force, progress=progress))
 
 
 # -- export --------------------------------------------------------------------------------------------

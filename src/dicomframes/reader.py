@@ -170,7 +170,7 @@ class Reader:
             if kept is None:
                 self.index = self._build_index(self.header, source.walk_block)
             self._frames: FrameSource = IndexedFrames(self.index, self._data_source)
-            self._walked_at_open = getattr(self.index, "_walk_pos", 0)
+            self._walked_at_open = self.index.walked_to
         except (DicomFramesError, MemoryError, KeyboardInterrupt):
             source.close()
             raise
@@ -224,14 +224,21 @@ class Reader:
             extras = geometry.kept_positions() or {}
         elif self._kept_positions:
             extras = self._kept_positions
-        identity = self._identity if self._identity is not None else self._source.identity()
-        return index_file.dumps(self.header, self.index, identity, extras)
+        return index_file.dumps(self.header, self.index, self.identity, extras)
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """What tells this file from another at the same place (`Source.identity`):
+        what index files and the index cache are keyed and checked by."""
+        if self._identity is None:
+            self._identity = self._source.identity()
+        return self._identity
 
     def _worth_keeping(self) -> bool:
         """Whether the cache should keep what this reader learnt: a walk beyond
         the first read (further than the index it opened with), or whole-slide
         positions parsed (that it did not open with)."""
-        walk = getattr(self.index, "_walk_pos", 0)
+        walk = self.index.walked_to
         walked = walk - self.header.pixel_offset > self._source.header_block and walk > self._walked_at_open
         positions = self._tile_geometry is not None and bool(self._tile_geometry.kept_positions())
         # An entry read from the cache is written again only when this reader learnt more.
@@ -509,24 +516,25 @@ class Reader:
     # -- lifetime ------------------------------------------------------------------
     def close(self) -> None:
         if not self._closed:
-            if self._index_cache is not None and self.index_origin != "file" and self._identity is not None:
-                self._store_in_cache()
+            cache = self._index_cache
+            if cache is not None and self.index_origin != "file" and self._identity is not None:
+                self._store_in(cache)
             self._closed = True
             if self._processes is not None:
                 self._processes.shutdown()
             self._data_source.close()
             self._source.close()
 
-    def _store_in_cache(self) -> None:
+    def _store_in(self, cache: IndexCache) -> None:
+        """Keep what this reader learnt in `cache`, if worth it (at close)."""
         try:
-            if not self._worth_keeping() or not index_file.strong(self._identity or {}):
+            if not self._worth_keeping() or not index_file.strong(self.identity):
                 return
             data = self.keep_index()
         except (DicomFramesError, ValueError) as exc:  # a damaged file: nothing worth keeping
             log.debug("%s: frame index not kept: %s", self.path, exc)
             return
-        if self._index_cache is not None:
-            self._index_cache.store(self._source.name, self._identity or {}, data)
+        cache.store(self._source.name, self.identity, data)
 
     def __getstate__(self):
         """Small: the source's location and options, the parsed header and the index.

@@ -118,6 +118,11 @@ class FrameIndex(ABC):
         fragments, or -1 for an index that does not walk them."""
         return -1
 
+    @property
+    def walked_to(self) -> int:
+        """How far a walk over item headers has read (0 for indexes that do not walk)."""
+        return 0
+
     def check(self, i: int) -> None:
         """Raise `FrameNumberError` (an `IndexError`) unless 0 <= i < the number of frames."""
         if not 0 <= i < self.number_of_frames:
@@ -508,6 +513,10 @@ class WalkedIndex(EncapsulatedIndex):
     def locate_all(self) -> None:
         self.walk_all()
         super().locate_all()
+
+    @property
+    def walked_to(self) -> int:
+        return self._walk_pos
 
     def walk_all(self) -> int:
         with self._lock:

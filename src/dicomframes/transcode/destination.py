@@ -193,3 +193,14 @@ def _destination(dst: Any, storage_options: dict[str, Any]) -> _Destination:
     if isinstance(dst, (str, os.PathLike)):
         return _LocalDestination(_local_path(dst))
     raise TypeError(f"cannot write to {type(dst).__name__}: give a path, an fsspec URL or (filesystem, path)")
+
+
+def write_bytes(dst: Any, data: bytes, *, overwrite: bool = False, **storage_options: Any) -> str:
+    """Write `data` to `dst` (a path or an fsspec URL) with the same rules as
+    the transcoders: refused if it exists (unless `overwrite`), committed whole
+    or not at all. Returns the destination's name."""
+    destination = _destination(dst, storage_options)
+    destination.check(overwrite)
+    with destination.open(overwrite) as f:
+        f.write(data)
+    return destination.name
