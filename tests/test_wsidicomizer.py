@@ -15,13 +15,13 @@ missing converter is a failure.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import dicomframes
+from tests.helpers.wsidicomizer import import_wsidicomizer, write_ome_tiff
 
 WIDTH, HEIGHT, TILE = 2048, 1536, 256
 #: (name, wsidicomizer convert() arguments): each a folder of three levels
@@ -36,42 +36,15 @@ VARIANTS = {
 INDEX_KIND = {"jpeg-none": "walked", "jpeg-empty": "walked", "jpeg-bot": "BOT", "jpeg-eot": "EOT", "j2k-eot": "EOT", "rle-bot": "BOT"}
 
 
-def _import_wsidicomizer():
-    try:
-        import turbojpeg
-        from wsidicomizer import WsiDicomizer
-
-        turbojpeg.TurboJPEG()  # fails without the shared library
-    except Exception as exc:  # ImportError, or PyTurboJPEG's RuntimeError for a missing libturbojpeg
-        if os.environ.get("CI"):
-            raise RuntimeError(f"wsidicomizer is needed under CI: {exc}") from exc
-        pytest.skip(f"wsidicomizer unavailable: {exc}")
-    return WsiDicomizer
-
-
-def _ome_tiff(path: Path) -> np.ndarray:
-    """A three-level pyramid of 256-pixel JPEG tiles; returns level 0's pixels."""
-    import tifffile
-
-    y, x = np.mgrid[0:HEIGHT, 0:WIDTH]
-    image = np.stack([x * 255 // WIDTH, y * 255 // HEIGHT, (x ^ y) & 255], axis=-1).astype(np.uint8)
-    options = dict(tile=(TILE, TILE), compression="jpeg", photometric="rgb")
-    with tifffile.TiffWriter(path) as tif:
-        tif.write(image, subifds=2, metadata={"axes": "YXS", "PhysicalSizeX": 0.25, "PhysicalSizeY": 0.25}, **options)
-        for k in (1, 2):
-            tif.write(image[:: 2**k, :: 2**k], subfiletype=1, **options)
-    return image
-
-
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory) -> dict[str, Path]:
     """Each variant's folder of DICOM files, written by wsidicomizer."""
-    WsiDicomizer = _import_wsidicomizer()
+    WsiDicomizer = import_wsidicomizer()
     from wsidicom.codec import Jpeg2kSettings, RleSettings
 
     root = tmp_path_factory.mktemp("wsidicomizer")
     tiff = root / "slide.ome.tiff"
-    _ome_tiff(tiff)
+    write_ome_tiff(tiff, WIDTH, HEIGHT, TILE)
     folders = {}
     for name, args in VARIANTS.items():
         args = dict(args)

@@ -236,13 +236,18 @@ class Reader:
 
     def _worth_keeping(self) -> bool:
         """Whether the cache should keep what this reader learnt: a walk beyond
-        the first read (further than the index it opened with), or whole-slide
-        positions parsed (that it did not open with)."""
+        the first read (further than the index it opened with), whole-slide
+        positions parsed (that it did not open with), or an index that took
+        more reads to build than an index file takes (a header longer than one
+        read, as a large Extended Offset Table makes it; a TIFF tile table)."""
         walk = self.index.walked_to
         walked = walk - self.header.pixel_offset > self._source.header_block and walk > self._walked_at_open
         positions = self._tile_geometry is not None and bool(self._tile_geometry.kept_positions())
+        built = self.index_origin == "built" and (
+            self.index.costly or self.header.pixel_offset > self._source.header_block
+        )
         # An entry read from the cache is written again only when this reader learnt more.
-        return walked or (positions and not self._kept_positions)
+        return walked or built or (positions and not self._kept_positions)
 
     def _build_index(self, header: Header, block: int) -> FrameIndex:
         return build_index(

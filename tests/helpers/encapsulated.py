@@ -9,10 +9,10 @@ from pydicom.uid import generate_uid
 
 
 def write_encapsulated(path, frames: list[np.ndarray], codestreams: list[bytes], uid: str, *,
-                       bits_stored: int, photometric: str, extended: bool = False, fragments: int = 1):
+                       bits_stored: int, photometric: str, extended: bool = False, fragments: int = 1, bot: bool = True):
     """Write `codestreams` (one per frame of `frames`, which give the image description) as a
     Secondary Capture file in transfer syntax `uid`: a Basic Offset Table with one fragment per
-    frame, none with several, or an Extended Offset Table. Odd-length codestreams are padded."""
+    frame (an empty one with `bot` False), none with several, or an Extended Offset Table. Odd-length codestreams are padded."""
     rows, cols = frames[0].shape[:2]
     spp = 1 if frames[0].ndim == 2 else frames[0].shape[2]
     ds = Dataset()
@@ -35,7 +35,7 @@ def write_encapsulated(path, frames: list[np.ndarray], codestreams: list[bytes],
     if extended:
         ds.PixelData, ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths = encapsulate_extended(codestreams)
     else:
-        ds.PixelData = encapsulate(codestreams, fragments_per_frame=fragments, has_bot=fragments == 1)
+        ds.PixelData = encapsulate(codestreams, fragments_per_frame=fragments, has_bot=fragments == 1 and bot)
     ds["PixelData"].VR = "OB"
     ds.save_as(path, enforce_file_format=True)
     return path

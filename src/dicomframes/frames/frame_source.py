@@ -43,7 +43,12 @@ class FrameSource(ABC):
 
 
 class IndexedFrames(FrameSource):
-    """Frames of a file: its `FrameIndex` locates them, byte-range reads of `source` fetch them."""
+    """Frames of a file: its `FrameIndex` locates them, byte-range reads of `source` fetch them.
+
+    An index that doubts its spans (`FrameIndex.recheck`) sees each frame's
+    bytes first; a frame it relocates is read again from where it really is
+    (its bytes handed out under the span asked for: whole items either way).
+    """
 
     def __init__(self, index: FrameIndex, source: Source) -> None:
         self.index = index
@@ -54,7 +59,15 @@ class IndexedFrames(FrameSource):
         return self.index.span(i)
 
     def read(self, span: FrameSpan) -> FrameBytes:
-        return self.index.read(span.offset, span.length, frame=span.frame)
+        data = self.index.read(span.offset, span.length, frame=span.frame)
+        moved = self.index.recheck(span, data)
+        return data if moved is None else self.index.read(moved.offset, moved.length, frame=moved.frame)
 
     def read_many(self, spans: list[FrameSpan], policy: FetchPolicy) -> dict[FrameSpan, FrameBytes]:
-        return fetch(self.source, spans, policy)
+        got = fetch(self.source, spans, policy)
+        if self.index.rechecks:
+            moved = {span: where for span in spans if (where := self.index.recheck(span, got[span])) is not None}
+            if moved:
+                again = fetch(self.source, list(moved.values()), policy)
+                got.update((span, again[where]) for span, where in moved.items())
+        return got

@@ -41,6 +41,7 @@ from dicomframes.errors import (
     NotDicomError,
     UnsupportedTransferSyntaxError,
 )
+from dicomframes.frames.tiff_tiles import signature
 from dicomframes.io.cursor import Cursor
 from dicomframes.io.inflate import InflatedSource
 from dicomframes.io.source import Source
@@ -126,6 +127,8 @@ class Header:
     #: offset tables, often the first frames); the frame index takes them over
     #: (and empties this field) so that opening costs no extra request
     pixel_head: bytes = field(default=b"", repr=False, compare=False)
+    #: the TIFF header a dual-personality file's preamble starts with (`tiff_tiles.signature`), else b""
+    tiff_signature: bytes = field(default=b"", repr=False)
 
     def get(self, keyword: str, default: Any = None) -> Any:
         return self.values.get(keyword, default)
@@ -294,6 +297,8 @@ def parse_header(source: Source, first_read: int = 64 * 1024) -> tuple[Header, S
             raise NotDicomError(exc.message, path=name, offset=dataset_offset) from None
 
     header = Header(name=name, transfer_syntax=ts, dataset_offset=dataset_offset, meta_offset=meta_offset)
+    if meta_offset == 132:
+        header.tiff_signature = signature(head[:128])
     header.values.update(meta)
     data_source: Source = source
     if ts.deflated:

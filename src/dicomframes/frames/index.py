@@ -6,6 +6,9 @@
 - `BasicOffsetTableIndex` ("BOT"): the Basic Offset Table gives every frame's
   offset (32-bit, unwrapped past 4 GiB); the last frame's end is found by
   walking its items.
+- `TiffTileIndex` ("TIFF"): no table, but the preamble's TIFF header lists
+  every tile (a dual-personality DICOM-TIFF file); each frame's item header is
+  checked as it is read, and the first that disagrees turns it into a walk.
 - `WalkedIndex` ("walked"): no usable table; a lazy walk over item headers
   that stops as soon as the frames asked for are located.
 
@@ -26,7 +29,8 @@ import numpy as np
 from dicomframes._dicom.tags import ITEM, SEQUENCE_DELIMITER, UNDEFINED
 from dicomframes.errors import FrameIndexError, FrameNumberError, InvalidFileError, StorageError, TruncatedFileError
 from dicomframes.frames.header import Header
-from dicomframes.frames.span import ITEM_HEADER, FrameSpan
+from dicomframes.frames.span import ITEM_HEADER, FrameBytes, FrameSpan
+from dicomframes.frames.tiff_tiles import TileTable, read_tile_table
 from dicomframes.io.cursor import BlockCache, Cursor, read_through
 from dicomframes.io.source import Source
 
@@ -87,6 +91,10 @@ class FrameIndex(ABC):
 
     #: how frames are located, as ``reader.info.index_kind`` reports it
     kind: ClassVar[str] = ""
+    #: building it read more than the header did (worth keeping in an index cache)
+    costly: ClassVar[bool] = False
+    #: its spans need `recheck`ing against the bytes read
+    rechecks: ClassVar[bool] = False
 
     def __init__(self, header: Header, source: Source, number_of_frames: int, block: int = 64 * 1024) -> None:
         self.header = header
@@ -122,6 +130,16 @@ class FrameIndex(ABC):
     def walked_to(self) -> int:
         """How far a walk over item headers has read (0 for indexes that do not walk)."""
         return 0
+
+    def recheck(self, span: FrameSpan, data: FrameBytes) -> FrameSpan | None:
+        """None when `data`, the bytes read for `span`, are the frame's; else
+        where the frame really is. Only an index built on another format's
+        numbers (`TiffTileIndex`) doubts its spans."""
+        return None
+
+    def kept(self) -> FrameIndex:
+        """The index an index file keeps: this one, or what it turned into."""
+        return self
 
     def check(self, i: int) -> None:
         """Raise `FrameNumberError` (an `IndexError`) unless 0 <= i < the number of frames."""
@@ -529,6 +547,108 @@ class WalkedIndex(EncapsulatedIndex):
         return state
 
 
+class TiffTileIndex(EncapsulatedIndex):
+    """Every frame's item from the tile table of the preamble's TIFF (a
+    dual-personality DICOM-TIFF file; `dicomframes.frames.tiff_tiles`).
+
+    Built only when the table lists the fragments themselves: tile i's bytes
+    are the value of the i-th item after the Basic Offset Table, the items one
+    after another. The numbers are another format's, so each frame's item
+    header is checked as it is read (`recheck`, by `IndexedFrames`); at the
+    first that disagrees the index warns and walks the item headers instead.
+    """
+
+    kind = "TIFF"
+    costly = True  # the IFDs lie at the end of the file: a read the header did not make
+    rechecks = True
+
+    def __init__(
+        self, header: Header, source: Source, number_of_frames: int, tiles: TileTable,
+        start_markers: tuple[bytes, ...] = (), block: int = 64 * 1024, *, table: TableItem | None = None,
+    ) -> None:
+        super().__init__(header, source, number_of_frames, block, table=table)
+        self.offsets = tiles.offsets - 8  # item-header offsets of each frame
+        self.lengths = tiles.counts + (tiles.counts & 1)  # item lengths: values are padded to even
+        self.start_markers = start_markers
+        #: the walk that took over from the table, once the table was found wrong
+        self.walk: WalkedIndex | None = None
+
+    def span(self, i: int) -> FrameSpan:
+        self.check(i)
+        if self.walk is not None:
+            return self.walk.span(i)
+        return FrameSpan(i, int(self.offsets[i]), 8 + int(self.lengths[i]), items=True)
+
+    def recheck(self, span: FrameSpan, data: FrameBytes) -> FrameSpan | None:
+        i = span.frame
+        if span.offset != self.offsets[i] or span.length != 8 + self.lengths[i]:
+            return None  # the walk's span
+        group, elem, length = ITEM_HEADER.unpack_from(data, 0)
+        if (group << 16 | elem) == ITEM and length == self.lengths[i]:
+            return None
+        with self._lock:
+            if self.walk is None:
+                log.warning(
+                    "%s: frame %d: the TIFF tile table points at an item of %d bytes at %d, but the file holds "
+                    "(%04X,%04X) of %d bytes there; walking the item headers instead",
+                    self.name, i, self.lengths[i], span.offset, group, elem, length,
+                )
+                present = self.first_item != self.header.pixel_offset
+                self.walk = WalkedIndex(
+                    self.header, self.source, self.number_of_frames, self.start_markers, self.block,
+                    table=TableItem(self.table_length, present=present),
+                )
+        return self.walk.span(i)
+
+    def kept(self) -> FrameIndex:
+        return self.walk if self.walk is not None else self
+
+    @property
+    def walked_to(self) -> int:
+        return self.walk.walked_to if self.walk is not None else 0
+
+    def walk_all(self) -> int:
+        return self.walk.walk_all() if self.walk is not None else -1
+
+    def bind(self, source: Source) -> None:
+        super().bind(source)
+        if self.walk is not None:
+            self.walk.bind(source)
+
+
+def tiff_index(
+    header: Header, source: Source, frames: int, start_markers: tuple[bytes, ...], block: int, table: TableItem,
+) -> TiffTileIndex | None:
+    """The index from the preamble's TIFF tile table, or None (with a warning
+    saying why) when it does not list the fragments one by one."""
+    first = table.first_fragment(header.pixel_offset)
+    cache = _adopt_head(header, source, block)
+    size = source.find_size()  # the table's bounds are checked against it
+    try:
+        tiles = read_tile_table(
+            header.tiff_signature, lambda off, n: read_through(source, cache, [(off, n)])[0], size, tiles=frames,
+            tile_shape=(int(header.get("Rows") or 0), int(header.get("Columns") or 0)),
+            samples=int(header.get("SamplesPerPixel") or 1),
+        )
+        offsets, counts = tiles.offsets, tiles.counts
+        items = counts + (counts & 1)
+        if (counts <= 0).any():
+            raise FrameIndexError("it lists an empty tile")
+        if offsets[0] != first + 8:
+            raise FrameIndexError(f"its first tile starts at {offsets[0]}, not at the first fragment's value ({first + 8})")
+        if not np.array_equal(np.diff(offsets), items[:-1] + 8):
+            k = int(np.flatnonzero(np.diff(offsets) != items[:-1] + 8)[0]) + 1
+            raise FrameIndexError(f"tile {k} does not start where the item after tile {k - 1} does")
+        end = int(offsets[-1] + items[-1])
+        if size is not None and end > size:
+            raise FrameIndexError(f"its last tile ends at {end}, past the end of the file ({size})")
+    except FrameIndexError as exc:
+        log.warning("%s: the preamble holds a TIFF header, but its tile table is not used (%s); walking the item "
+                    "headers", header.name, exc.message)
+        return None
+    return TiffTileIndex(header, source, frames, tiles, start_markers, block, table=table)
+
+
 def build_index(
     header: Header, source: Source, number_of_frames: int | None = None, *,
     frame_bits: int | None = None, be_swap: bool = False, block: int = 64 * 1024,
@@ -539,8 +659,8 @@ def build_index(
     absent). Native data needs `frame_bits`, the bits of one frame as stored
     (`PixelFormat.native_frame_bits`), and `be_swap` (`PixelFormat.be_swap_ow`).
     Encapsulated data: the Extended Offset Table where the file has one, else
-    the Basic Offset Table when it holds one offset per frame, else a walk
-    over the item headers (an empty table, or one that disagrees with Number
+    the Basic Offset Table when it holds one offset per frame, else the tile
+    table of a TIFF header in the preamble, else a walk over the item headers (an empty table, or one that disagrees with Number
     of Frames). `block` is the walk's read size.
     """
     frames = (header.get("NumberOfFrames") or 1) if number_of_frames is None else number_of_frames
@@ -566,4 +686,8 @@ def build_index(
         return ExtendedOffsetTableIndex(header, source, frames, block, table=table)
     if table.length and table.length // 4 == frames:
         return BasicOffsetTableIndex(header, source, frames, block, table=table)
+    if header.tiff_signature:
+        tiff = tiff_index(header, source, frames, ts.frame_start_markers, block, table)
+        if tiff is not None:
+            return tiff
     return WalkedIndex(header, source, frames, ts.frame_start_markers, block, table=table)

@@ -32,6 +32,7 @@ from dicomframes.frames.index import (
     ExtendedOffsetTableIndex,
     FrameIndex,
     NativeFrameIndex,
+    TiffTileIndex,
     WalkedIndex,
     _Growing,
     cache_capacity,
@@ -43,7 +44,8 @@ FORMAT = "dicomframes.frame-index"
 VERSION = 1
 #: the kinds of frame index that can be kept, by `FrameIndex.kind`
 KINDS: dict[str, type[FrameIndex]] = {
-    cls.kind: cls for cls in (NativeFrameIndex, ExtendedOffsetTableIndex, BasicOffsetTableIndex, WalkedIndex)
+    cls.kind: cls
+    for cls in (NativeFrameIndex, ExtendedOffsetTableIndex, BasicOffsetTableIndex, TiffTileIndex, WalkedIndex)
 }
 # The state each kind keeps (FrameIndex.__getstate__ minus what is rebuilt).
 _SCALARS = (int, float, bool, str, type(None))
@@ -73,6 +75,7 @@ def dumps(header: Header, index: FrameIndex, identity: dict[str, Any], extras: d
     """The index file's bytes for `header` and `index` of the object `identity` describes."""
     if header.extended_offsets is not None:  # only before an EOT index took the table over
         raise ValueError("the header still holds its Extended Offset Table: build the index first")
+    index = index.kept()
     state: dict[str, Any] = {}
     arrays: dict[str, np.ndarray] = {}
     for key, value in index.__getstate__().items():
@@ -232,7 +235,7 @@ def _check_bounds(index: FrameIndex, size: int | None, name: str) -> None:
         if index._frag_lengths.n != nfrag or (len(starts) and (starts.max() >= nfrag or (np.diff(starts) <= 0).any())):
             raise IndexFileError("damaged index file: the walked fragments do not add up", path=name)
     lengths = [getattr(index, k) for k in ("offsets", "lengths") if isinstance(getattr(index, k, None), np.ndarray)]
-    if isinstance(index, (ExtendedOffsetTableIndex, BasicOffsetTableIndex)) and any(len(a) != n for a in lengths):
+    if isinstance(index, (ExtendedOffsetTableIndex, BasicOffsetTableIndex, TiffTileIndex)) and any(len(a) != n for a in lengths):
         raise IndexFileError(f"damaged index file: tables of {[len(a) for a in lengths]} entries for {n} frames", path=name)
 
 

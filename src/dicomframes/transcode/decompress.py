@@ -25,6 +25,7 @@ success), so an error or an interrupt never leaves a partial file behind.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -75,6 +76,7 @@ ENCAPSULATED_UNCOMPRESSED = "1.2.840.10008.1.2.1.98"
 
 _COPY_CHUNK = 4 << 20
 
+log = logging.getLogger("dicomframes")
 
 
 # -- progress --------------------------------------------------------------------------------
@@ -175,8 +177,16 @@ def output_photometric(reader, as_rgb: bool) -> str:
 
 
 def _meta(reader, raw: bytes, meta_offset: int, dataset_offset: int, edits: dw.Edits, name: str) -> bytes:
-    """Preamble, DICM and the file meta group with `edits` applied."""
+    """Preamble, DICM and the file meta group with `edits` applied.
+
+    A preamble that makes the source a TIFF too (a dual-personality file) is
+    not copied: its tile offsets would point where the copy's fragments are not.
+    """
     preamble = raw[:128] if meta_offset == 132 else bytes(128)
+    if reader.header.tiff_signature:
+        log.warning("%s: the TIFF header in the preamble is not copied (the copy's fragments lie elsewhere): "
+                    "the copy is a DICOM file only", name)
+        preamble = bytes(128)
     if dataset_offset > meta_offset:
         src = BytesSource(raw, name=name)
         pieces, seen = dw.rewrite(dw.walk(src, meta_offset, dataset_offset, block=max(1, dataset_offset)), edits)
