@@ -280,18 +280,18 @@ def test_wsidicomizer_files_are_fixed(offset_table, tmp_path):
     """wsidicomizer's files without a table item (Pixel Data starts with a fragment) and
     with lengths that count item headers: fixed, wsidicom reads them, regions equal."""
     wsidicom = pytest.importorskip("wsidicom")
-    from tests.test_wsidicomizer import _import_wsidicomizer
+    from tests.helpers.wsidicomizer import import_wsidicomizer
 
     # Its import turns on pydicom's future behaviour; tests/conftest.py undoes that after each test.
-    WsiDicomizer = _import_wsidicomizer()
+    WsiDicomizer = import_wsidicomizer()
     _convert_and_compare(WsiDicomizer, wsidicom, offset_table, tmp_path)
 
 
 def _convert_and_compare(WsiDicomizer, wsidicom, offset_table: str, tmp_path: Path) -> None:
-    from tests.test_wsidicomizer import _ome_tiff
+    from tests.helpers.wsidicomizer import write_ome_tiff
 
     tiff = tmp_path / "slide.ome.tiff"
-    image = _ome_tiff(tiff)
+    image = write_ome_tiff(tiff, 2048, 1536, 256)
     source, fixed = tmp_path / "source", tmp_path / "fixed"
     source.mkdir()
     fixed.mkdir()

@@ -40,6 +40,7 @@ from dicomframes import (
     DicomFramesError,
 )
 from dicomframes.cli import main as cli_main
+from dicomframes.frames.tiff_tiles import MAGICS as TIFF_MAGICS
 from dicomframes.io.local import LocalFileSource
 from dicomframes.samples import write_sample
 from dicomframes.transcode.decompress import Progress, ProgressDisplay, decompress
@@ -203,7 +204,15 @@ def assert_matches_pydicom(out: str, ref, big_endian: bool, source: str, *, gene
         if 0x00020000 in meta and 0x00020000 not in ref_meta and "FileMetaInformationGroupLength" in meta_src:
             del meta[0x00020000]  # an unsaved reference: pydicom computes it when writing
         assert_elements_equal(meta, ref_meta, where="file meta ")
-        assert ours.preamble == ref.preamble
+        if ref.preamble[:4] in TIFF_MAGICS and ours.preamble != ref.preamble:
+            # A dual-personality source: its TIFF header is left out where the pixel data it
+            # points at moved (pydicom copies it regardless, pointing at other bytes).
+            assert ours.preamble == bytes(128)
+            with dicomframes.open(out) as copy, dicomframes.open(source) as original:
+                assert (copy.header.pixel_offset != original.header.pixel_offset
+                        or original.header.transfer_syntax.uid != EXPLICIT_LE)
+        else:
+            assert ours.preamble == ref.preamble
     else:
         # No file meta in the source: we write the mandatory group (pydicom writes only what it set).
         assert {0x00020001, 0x00020010, 0x00020012} <= set(ours.file_meta.keys())

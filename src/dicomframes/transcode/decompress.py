@@ -177,16 +177,8 @@ def output_photometric(reader, as_rgb: bool) -> str:
 
 
 def _meta(reader, raw: bytes, meta_offset: int, dataset_offset: int, edits: dw.Edits, name: str) -> bytes:
-    """Preamble, DICM and the file meta group with `edits` applied.
-
-    A preamble that makes the source a TIFF too (a dual-personality file) is
-    not copied: its tile offsets would point where the copy's fragments are not.
-    """
+    """Preamble, DICM and the file meta group with `edits` applied."""
     preamble = raw[:128] if meta_offset == 132 else bytes(128)
-    if reader.header.tiff_signature:
-        log.warning("%s: the TIFF header in the preamble is not copied (the copy's fragments lie elsewhere): "
-                    "the copy is a DICOM file only", name)
-        preamble = bytes(128)
     if dataset_offset > meta_offset:
         src = BytesSource(raw, name=name)
         pieces, seen = dw.rewrite(dw.walk(src, meta_offset, dataset_offset, block=max(1, dataset_offset)), edits)
@@ -207,6 +199,17 @@ def _meta(reader, raw: bytes, meta_offset: int, dataset_offset: int, edits: dw.E
         parts.append(encode.text(IMPLEMENTATION_CLASS_UID, "UI", encode.IMPLEMENTATION_UID))
         has_length = True
     return encode.file_meta(parts, preamble=preamble, group_length=has_length)
+
+
+def _without_moved_tiff(reader, head: bytes, moved: bool) -> bytes:
+    """`head` (preamble, DICM, file meta) with the preamble left empty where the
+    source's holds a TIFF header (a dual-personality file) and the copy `moved`
+    the pixel bytes it points at: a TIFF reader would find other bytes there."""
+    if not (reader.header.tiff_signature and moved):
+        return head
+    log.warning("%s: the TIFF header in the preamble is not copied (the pixel data it points at moves): "
+                "the copy is a DICOM file only", reader.path)
+    return bytes(128) + head[128:]
 
 
 def _plan(reader, *, as_rgb: bool, generate_instance_uid: bool, encapsulated: bool) -> _Layout:
@@ -301,6 +304,12 @@ def _plan(reader, *, as_rgb: bool, generate_instance_uid: bool, encapsulated: bo
         replace[EXTENDED_OFFSET_TABLE_LENGTHS] = encode.element(EXTENDED_OFFSET_TABLE_LENGTHS, "OV", lengths.tobytes())
         delete -= {EXTENDED_OFFSET_TABLE, EXTENDED_OFFSET_TABLE_LENGTHS}
     body, _ = dw.rewrite(elements, dw.Edits(replace, frozenset(delete), frozenset(only_if_present), drop_group_lengths=True))
+
+    # A native source copied as it is, its Pixel Data where it was, keeps the TIFF it may also be.
+    value_at = len(head) + sum(len(p) if isinstance(p, bytes) else p[1] - p[0] for p in body) + 12
+    same = not (ts.encapsulated or ts.deflated or reencoded or encapsulated) and value_at == header.pixel_offset
+    same = same and fmt.planar_configuration == 0 and pi == fmt.photometric_interpretation
+    head = _without_moved_tiff(reader, head, moved=not same)
 
     keyword = header.pixel_keyword
     if encapsulated:

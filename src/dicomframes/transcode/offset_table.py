@@ -66,6 +66,7 @@ from dicomframes.transcode.decompress import (
     Progress,
     ProgressDisplay,
     _meta,
+    _without_moved_tiff,
     _write_pieces,
     _write_trailing,
 )
@@ -185,6 +186,7 @@ def _plan(reader) -> _Plan:
     ts = encode.text(TRANSFER_SYNTAX_UID, "UI", header.transfer_syntax.uid)
     head = _meta(reader, raw, header.meta_offset, header.dataset_offset, dw.Edits({TRANSFER_SYNTAX_UID: ts},
                  frozenset({FILE_META_GROUP_LENGTH})), name)
+    head = _without_moved_tiff(reader, head, moved=True)  # a table goes before the fragments
     body_source, elements, reencoded = _elements_before_pixels(reader)
     starts, ends = _frame_spans(reader)
     lengths = ends - starts
