@@ -1,4 +1,4 @@
-"""What the benchmark scripts share: peak memory of this process, printing a table."""
+"""What the benchmark scripts share: peak memory of this process, printing a table, JPEG sample files."""
 
 from __future__ import annotations
 
@@ -32,3 +32,24 @@ def emit(lines: list[str], markdown: str | None) -> None:
     if markdown:
         with open(markdown, "w") as fh:
             fh.write(table + "\n")
+
+
+def write_jpeg_file(path, frames: int, size: int, *, rgb: bool = True, bot: bool = True):
+    """A JPEG baseline multi-frame file of `frames` `size`x`size` frames (imagecodecs'
+    encoder: the samples have none), written by pydicom; an empty Basic Offset Table
+    unless `bot`. Needs imagecodecs, pydicom and the repository's tests/helpers."""
+    import imagecodecs
+    from pydicom.uid import JPEGBaseline8Bit
+
+    from dicomframes.samples import sample_frame
+    from tests.helpers.encapsulated import write_encapsulated
+
+    spp = 3 if rgb else 1
+    # A few distinct frames repeated: encoding 20,000 would take longer than reading them.
+    distinct = [sample_frame(i, size, size, spp) for i in range(min(64, frames))]
+    codestreams = [imagecodecs.jpeg8_encode(f, level=90) for f in distinct]
+    return write_encapsulated(
+        path, [distinct[i % len(distinct)] for i in range(frames)],
+        [codestreams[i % len(distinct)] for i in range(frames)], JPEGBaseline8Bit,
+        bits_stored=8, photometric="YBR_FULL_422" if spp == 3 else "MONOCHROME2", bot=bot,
+    )

@@ -50,6 +50,7 @@ import fsspec
 import dicomframes
 from dicomframes.io.remote import FsspecSource
 from dicomframes.samples import write_sample
+from measure import write_jpeg_file
 from tests.helpers.servers import NginxServer, ProxyLog, ServerProcess, find_nginx
 
 BUCKET = "bench"
@@ -112,8 +113,13 @@ def make_files(root: Path, args) -> dict[str, Path]:
     files = {}
     for table in args.tables:
         path = root / f"{table}.dcm"
-        write_sample(path, frames=args.frames, rows=args.size, columns=args.size, syntax=args.syntax,
-                     offset_table=table, samples_per_pixel=3 if args.rgb else 1)
+        if args.syntax == "jpeg":  # the case: the decoder fastest locally (imagecodecs, [fast])
+            if table not in ("bot", "none"):
+                raise SystemExit("--syntax jpeg writes --tables bot and/or none")
+            write_jpeg_file(path, args.frames, args.size, rgb=args.rgb, bot=table == "bot")
+        else:
+            write_sample(path, frames=args.frames, rows=args.size, columns=args.size, syntax=args.syntax,
+                         offset_table=table, samples_per_pixel=3 if args.rgb else 1)
         files[table] = path
     return files
 
@@ -315,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=2000, help="frames per file (2000)")
     ap.add_argument("--size", type=int, default=256, help="frame rows and columns (256)")
     ap.add_argument("--rgb", action="store_true", help="3 samples per pixel")
-    ap.add_argument("--syntax", default="jpegls", choices=["rle", "jpegls", "j2k", "native"], help="(jpegls)")
+    ap.add_argument("--syntax", default="jpegls", choices=["rle", "jpegls", "j2k", "native", "jpeg"],
+                    help="(jpegls; jpeg: baseline, needs imagecodecs)")
     ap.add_argument("--tables", default="bot,none", help="offset tables, comma-separated: bot,eot,none (bot,none)")
     ap.add_argument("--backends", default="http,s3", help="http,s3 (both)")
     ap.add_argument("--latency-ms", type=int, default=50, help="added latency per request for the slow rows (50)")

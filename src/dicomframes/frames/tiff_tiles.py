@@ -109,7 +109,8 @@ def read_tile_table(
         first = struct.unpack(order + "I", head[4:8])[0]
     layout = _Layout(order, big)
     window = _Window(read, size)
-    todo, seen = deque([first]), set()
+    todo: deque[int] = deque([first])
+    seen: set[int] = set()
     rows, columns = tile_shape
     found: list[str] = []
     while todo:
