@@ -341,6 +341,24 @@ def test_random_bytes_after_a_tiff_header_are_a_clear_refusal():
             read_tile_table(data[:16], read, len(data), tiles=tiles, tile_shape=(16, 16), samples=1)
         except FrameIndexError:
             pass
-        assert all(0 <= o and o + n <= len(data) and n <= max(WINDOW, 8 * tiles) for o, n in reads)
+        assert all(0 <= o and o + n <= len(data) and n <= WINDOW + 16 * tiles for o, n in reads)
 
     check()
+
+
+def test_a_table_of_many_tiles_costs_one_read(tmp_path):
+    """20,000 tiles: 120 kB of offsets and counts after the IFD, read with it."""
+    imagecodecs = pytest.importorskip("imagecodecs")
+    from pydicom.uid import JPEGBaseline8Bit
+
+    n = 20_000
+    distinct = [np.full((16, 16, 3), v, np.uint8) for v in range(0, 250, 10)]  # TIFF tiles: 16s
+    codestreams = [imagecodecs.jpeg8_encode(f) for f in distinct]
+    path = write_encapsulated(tmp_path / "many.dcm", [distinct[i % 25] for i in range(n)],
+                              [codestreams[i % 25] for i in range(n)], JPEGBaseline8Bit, bits_stored=8,
+                              photometric="YBR_FULL_422", bot=False)
+    dual = add_tiff(path, tmp_path / "dual.dcm")
+    with dicomframes.open(dual) as reader:
+        assert reader.index.kind == "TIFF"
+        assert reader.stats["requests"] == 2  # the header's read; the IFD and its arrays
+        assert np.array_equal(reader.frame(n - 1), reader.frame((n - 1) % 25))

@@ -35,7 +35,7 @@ SIGNATURE_BYTES = 16
 MAX_IFDS = 64
 #: entries one IFD may hold (TIFF files use a few dozen)
 MAX_ENTRIES = 4096
-#: bytes read at an IFD: its entries and, usually, the arrays written after them
+#: bytes read at an IFD beyond its tile arrays' room: its entries and what else follows
 WINDOW = 64 * 1024
 
 # field types: code -> (struct character, size)
@@ -61,12 +61,13 @@ def signature(preamble: bytes) -> bytes:
 
 class _Window:
     """Reads of an untrusted structure: `read(offset, size)` bytes (short only
-    at the end of the file), one `WINDOW` at a time, so an IFD and the arrays
-    written after it cost one request."""
+    at the end of the file), `span` bytes at a time, so that an IFD and the
+    arrays written after it cost one request."""
 
-    def __init__(self, read: Callable[[int, int], bytes], size: int | None) -> None:
+    def __init__(self, read: Callable[[int, int], bytes], size: int | None, span: int = WINDOW) -> None:
         self._read = read
         self.size = size
+        self.span = span
         self._start = 0
         self._data = b""
 
@@ -75,7 +76,7 @@ class _Window:
             raise FrameIndexError(f"{what} at {offset} ({n} bytes) lies outside the file")
         rel = offset - self._start
         if not (0 <= rel and rel + n <= len(self._data)):
-            want = max(n, WINDOW)
+            want = max(n, self.span)
             if self.size is not None:
                 want = min(want, self.size - offset)
             self._start, self._data = offset, self._read(offset, want)
@@ -108,7 +109,8 @@ def read_tile_table(
     else:
         first = struct.unpack(order + "I", head[4:8])[0]
     layout = _Layout(order, big)
-    window = _Window(read, size)
+    # Room for the IFD and both arrays (8 bytes an entry at most) in the first read.
+    window = _Window(read, size, span=WINDOW + 16 * tiles)
     todo: deque[int] = deque([first])
     seen: set[int] = set()
     rows, columns = tile_shape
