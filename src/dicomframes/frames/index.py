@@ -660,8 +660,9 @@ def build_index(
     (`PixelFormat.native_frame_bits`), and `be_swap` (`PixelFormat.be_swap_ow`).
     Encapsulated data: the Extended Offset Table where the file has one, else
     the Basic Offset Table when it holds one offset per frame, else the tile
-    table of a TIFF header in the preamble, else a walk over the item headers (an empty table, or one that disagrees with Number
-    of Frames). `block` is the walk's read size.
+    table of a TIFF header in the preamble (`tiff_index`), else a walk over
+    the item headers (an empty table, or one that disagrees with Number of
+    Frames). `block` is the walk's read size.
     """
     frames = (header.get("NumberOfFrames") or 1) if number_of_frames is None else number_of_frames
     if not isinstance(frames, int) or frames < 1:

@@ -50,8 +50,6 @@ class TileTable:
 
     offsets: np.ndarray  # int64
     counts: np.ndarray  # int64
-    #: where the IFD that listed them starts
-    ifd: int
 
 
 def signature(preamble: bytes) -> bytes:
@@ -147,7 +145,7 @@ def read_tile_table(
         counts = layout.values(window, fields, _TILE_BYTE_COUNTS, tiles)
         if offsets is None or counts is None:
             raise FrameIndexError(f"the IFD at {ifd} lists its tiles with a type that is not an integer")
-        return TileTable(offsets, counts, ifd)
+        return TileTable(offsets, counts)
     listed = "; it lists " + ", ".join(found) if found else ""
     raise FrameIndexError(f"no IFD lists {tiles} tiles of {columns}x{rows}{listed}")
 
