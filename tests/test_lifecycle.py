@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import dicomframes
+from dicomframes.frames.workers import available_cores
 from dicomframes.samples import write_sample
 
 psutil = pytest.importorskip("psutil")
@@ -110,11 +111,15 @@ def test_reader_in_child_processes(files, method):
 
 
 def _resources(paths=()):
-    """Our resources only: other tests' servers and clusters may come and go."""
+    """Our resources only: other tests' servers and clusters may come and go. The
+    process's region decode threads (one pool, at most one thread per core, started
+    once: `frames.workers.decode_threads`) belong to no reader and are counted apart."""
     proc = psutil.Process()
     open_files = sum(1 for f in proc.open_files() if f.path in paths)
-    ours = sum(1 for t in threading.enumerate() if t.name.startswith("dicomframes"))
-    return open_files, ours, len(proc.children(recursive=True))
+    names = [t.name for t in threading.enumerate() if t.name.startswith("dicomframes")]
+    shared = sum(1 for n in names if n.startswith("dicomframes-region"))
+    assert shared <= available_cores()
+    return open_files, len(names) - shared, len(proc.children(recursive=True))
 
 
 def test_open_close_thousands_of_readers_leaks_nothing(files):

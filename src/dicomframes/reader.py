@@ -27,7 +27,7 @@ from dicomframes.errors import (
     InvalidFileError,
     StorageError,
 )
-from dicomframes.frames import codecs, index_file
+from dicomframes.frames import codecs, frame_cache, index_file
 from dicomframes.frames.decode import decode_chunk, decode_chunk_in_worker, decode_span
 from dicomframes.frames.frame_source import FrameSource, IndexedFrames
 from dicomframes.frames.header import Header, parse_header
@@ -36,7 +36,8 @@ from dicomframes.frames.index_cache import IndexCache
 from dicomframes.frames.pipeline import iterate
 from dicomframes.frames.pixels import PixelFormat
 from dicomframes.frames.span import FrameBytes, FrameSpan, unwrap
-from dicomframes.frames.workers import ProcessPool, available_cores
+from dicomframes.frames.frame_cache import FrameCache
+from dicomframes.frames.workers import ProcessPool, available_cores, decode_threads
 from dicomframes.io.policy import FetchPolicy
 from dicomframes.io.resolve import source_for
 from dicomframes.io.source import Source
@@ -142,8 +143,13 @@ class Reader:
         policy: FetchPolicy | None = None,
         index_cache: IndexCache | None = None,
         index: bytes | str | os.PathLike | None = None,
+        tile_cache: FrameCache | None = None,
     ) -> None:
         self._source = source
+        #: decoded frames that `read_frames` (and so regions) keeps and reuses; None: none kept
+        self.tile_cache = tile_cache
+        self._token = next(frame_cache.tokens)  # this reader's part of the cache's keys
+        self._cache_counts = (0, 0)  # (hits, misses) of read_frames in tile_cache
         self.as_rgb = as_rgb
         self.decoder = decoder
         self.workers = workers
@@ -281,9 +287,11 @@ class Reader:
     @property
     def stats(self) -> dict[str, float]:
         """Requests, bytes and seconds spent waiting on storage, so far (and
-        ``retries``: attempts beyond the first, where the source retries)."""
+        ``retries``: attempts beyond the first, where the source retries), and
+        the frames `read_frames` (regions) found in the tile cache and did not."""
         out = self._source.stats.as_dict()
         out["retries"] = self._source.retries
+        out["tile_cache_hits"], out["tile_cache_misses"] = self._cache_counts
         return out
 
     @property
@@ -402,6 +410,38 @@ class Reader:
         self.check_open()
         span = self._span(i)
         return self._decode(span, self._frames.read(span))  # reuses bytes already read
+
+    def read_frames(self, indices: Iterable[int]) -> list[np.ndarray]:
+        """The frames of `indices` (a few: a region's tiles) at once, as
+        read-only arrays kept in `tile_cache`: frames already there are not
+        read again; the others are fetched together in planned reads and
+        decoded on the process's decode threads, with no pipeline to start
+        (iterate with `iter_frames` for many frames)."""
+        self.check_open()
+        wanted = [self._normalise(i) for i in indices]
+        cache, token = self.tile_cache, self._token
+        found: dict[int, np.ndarray] = {}
+        missing = []
+        for k in dict.fromkeys(wanted):
+            hit = cache.get((token, k)) if cache is not None else None
+            if hit is None:
+                missing.append(k)
+            else:
+                found[k] = hit
+        if cache is not None:
+            hits, misses = self._cache_counts
+            self._cache_counts = (hits + len(found), misses + len(missing))
+        if missing:
+            spans = [self._span(k) for k in missing]
+            blobs = self._frames.read_many(spans, self.policy)
+            backend = self.backend
+            if len(spans) > 1 and backend is not None and backend.releases_gil and (self.workers or 2) > 1:
+                arrays = list(decode_threads().map(lambda s: self._decode(s, blobs[s]), spans))
+            else:
+                arrays = [self._decode(s, blobs[s]) for s in spans]
+            for k, array in zip(missing, arrays):
+                found[k] = cache.put((token, k), array) if cache is not None else array
+        return [found[k] for k in wanted]
 
     def __getitem__(self, key: Any) -> np.ndarray:
         """``reader[i]``: frame `i`. ``reader[a:b:step]``, ``reader[[1, 5, 9]]`` or
@@ -525,6 +565,8 @@ class Reader:
             if cache is not None and self.index_origin != "file" and self._identity is not None:
                 self._store_in(cache)
             self._closed = True
+            if self.tile_cache is not None:
+                self.tile_cache.drop(self._token)
             if self._processes is not None:
                 self._processes.shutdown()
             self._data_source.close()
@@ -553,10 +595,15 @@ class Reader:
         state["_backend"] = None
         state["_processes"] = None
         del state["_frames"]  # made anew from the index and the source
+        # Decoded frames stay here; the other process caches in its own shared cache.
+        state["tile_cache"] = self.tile_cache is not None
         return state
 
     def __setstate__(self, state) -> None:
         self.__dict__.update(state)
+        self.tile_cache = frame_cache.shared_cache() if state["tile_cache"] else None
+        self._token = next(frame_cache.tokens)
+        self._cache_counts = (0, 0)
         self.index.bind(self._data_source)
         self._frames = IndexedFrames(self.index, self._data_source)
         if self._tile_geometry is not None:  # whole-slide positions, if parsed
@@ -681,6 +728,7 @@ def open(
     max_inflight: int | None = None,
     index_cache: bool | str | os.PathLike | IndexCache | None = None,
     index: bytes | str | os.PathLike | None = None,
+    tile_cache: bool | int | FrameCache | None = None,
     **storage_options: Any,
 ) -> Reader:
     """Open a DICOM file for frame-by-frame reading.
@@ -713,6 +761,13 @@ def open(
         An index file made by ``dicomframes index`` (or `Reader.keep_index`),
         as bytes, a path or a URL: the header and frame positions are taken from
         it instead of the file. `IndexFileError` if it was made for another object.
+    tile_cache : bool, int or FrameCache, optional
+        Where regions (`read_region`, `read_frames`) keep the tiles they decoded,
+        for the next region that overlaps them: default (None or True) the
+        process's cache, shared by every reader, bounded at 64 MiB
+        (``dicomframes.frames.frame_cache.shared_cache()``); an int for a cache of
+        this reader's own of that many bytes; a `FrameCache` to share one; False
+        or 0 for none. A reader's entries go when it closes.
     **storage_options
         Passed to fsspec for URLs (e.g. ``anon=True``).
 
@@ -720,6 +775,7 @@ def open(
     -------
     Reader
     """
+    tiles = _tile_cache_for(tile_cache)
     source = source_for(src, storage_options)
     try:
         cache = _cache_for(index_cache, source)
@@ -728,8 +784,20 @@ def open(
         raise
     return Reader(
         source, as_rgb=as_rgb, decoder=decoder, workers=workers, max_inflight=max_inflight,
-        index_cache=cache, index=index,
+        index_cache=cache, index=index, tile_cache=tiles,
     )
+
+
+def _tile_cache_for(setting: Any) -> FrameCache | None:
+    if setting is None or setting is True:
+        return frame_cache.shared_cache()
+    if setting is False:
+        return None
+    if isinstance(setting, FrameCache):
+        return setting
+    if isinstance(setting, int):
+        return FrameCache(setting) if setting > 0 else None
+    raise TypeError(f"tile_cache must be True, False, a number of bytes or a FrameCache, not {type(setting).__name__}")
 
 
 def _cache_for(setting: Any, source: Source) -> IndexCache | None:

@@ -1,4 +1,4 @@
-"""Worker processes for decoders that hold the GIL.
+"""Worker processes for decoders that hold the GIL, and shared decode threads.
 
 The pylibjpeg plugins and pyjpegls do not release the GIL, so threads cannot
 decode in parallel with them; processes can. The pool starts lazily, on the
@@ -17,7 +17,7 @@ import multiprocessing
 import os
 import sys
 import threading
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 
@@ -79,3 +79,28 @@ class ProcessPool:
             executor, self._executor = self._executor, None
         if executor is not None and self._pid == os.getpid():
             executor.shutdown(wait=wait, cancel_futures=True)
+
+
+_threads: ThreadPoolExecutor | None = None
+_threads_lock = threading.Lock()
+
+
+def decode_threads() -> ThreadPoolExecutor:
+    """The process's threads for decoding a few frames at once (a region's
+    tiles): started once, not per call, since starting threads costs about a
+    millisecond, as much as decoding a tile. For decoders that release the GIL."""
+    global _threads
+    with _threads_lock:
+        if _threads is None:
+            _threads = ThreadPoolExecutor(available_cores(), thread_name_prefix="dicomframes-region")
+        return _threads
+
+
+def _threads_after_fork() -> None:
+    # The parent's threads do not exist in a forked child: start new ones there when needed.
+    global _threads, _threads_lock
+    _threads, _threads_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_threads_after_fork)

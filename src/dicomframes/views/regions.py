@@ -2,9 +2,11 @@
 
 ``reader.read_region`` and ``reader.iter_tiles``: only the tiles a region
 touches are fetched, together, through the reader's planned, coalesced range
-reads. The functions take any reader-like object (``frame``, ``iter_frames``,
-``format``, ``as_rgb`` and ``tile_geometry``), so this layer sits below the
-Reader that offers them as methods.
+reads, and tiles still in the reader's tile cache (a region before it
+overlapped them) are not read again. The functions take any reader-like object
+(``read_frames``, ``iter_frames``, ``format``, ``as_rgb`` and
+``tile_geometry``), so this layer sits below the Reader that offers them as
+methods.
 """
 
 from __future__ import annotations
@@ -18,6 +20,10 @@ from dicomframes.views.geometry import TileGeometry, TilePosition
 
 if TYPE_CHECKING:  # pragma: no cover
     from dicomframes.reader import Reader
+
+
+#: decoded bytes of the tiles a region reads and decodes together (170 RGB tiles of 256x256)
+GROUP_BYTES = 32 << 20
 
 
 def default_background(reader: "Reader") -> Any:
@@ -66,15 +72,19 @@ def paste_tiles(reader: "Reader", geometry: TileGeometry, out: np.ndarray, x: in
     clip_x1, clip_y1 = min(w, geometry.width - x), min(h, geometry.height - y)
     where = dict(zip(frames.tolist(), zip(tops.tolist(), lefts.tolist())))
     order = sorted(where)  # file order: neighbouring tiles coalesce into one read
-    # One tile is one read: skip the pipeline's start-up (about a millisecond).
-    tiles = [reader.frame(order[0])] if len(order) == 1 else reader.iter_frames(order)
-    for frame, tile in zip(order, tiles):
-        top, left = where[frame]
-        ty0, tx0 = max(top - y, clip_y0), max(left - x, clip_x0)
-        ty1 = min(top - y + tile.shape[0], clip_y1)
-        tx1 = min(left - x + tile.shape[1], clip_x1)
-        if ty1 > ty0 and tx1 > tx0:
-            out[ty0:ty1, tx0:tx1] = tile[ty0 + y - top : ty1 + y - top, tx0 + x - left : tx1 + x - left]
+    # A few tiles at a time: each group one planned fetch, decoded at once,
+    # with no pipeline to start (threads, about a millisecond), memory bounded.
+    fmt = reader.format
+    at_once = max(1, GROUP_BYTES // max(1, fmt.pixels_per_frame * fmt.dtype.itemsize))
+    for start in range(0, len(order), at_once):
+        group = order[start : start + at_once]
+        for frame, tile in zip(group, reader.read_frames(group)):
+            top, left = where[frame]
+            ty0, tx0 = max(top - y, clip_y0), max(left - x, clip_x0)
+            ty1 = min(top - y + tile.shape[0], clip_y1)
+            tx1 = min(left - x + tile.shape[1], clip_x1)
+            if ty1 > ty0 and tx1 > tx0:
+                out[ty0:ty1, tx0:tx1] = tile[ty0 + y - top : ty1 + y - top, tx0 + x - left : tx1 + x - left]
     return len(order)
 
 

@@ -1,0 +1,128 @@
+"""A byte-bounded LRU of decoded frames, shared by readers.
+
+Viewers and tile servers read overlapping regions: the tiles at a region's
+edges are decoded again for the next one. Readers keep the frames that
+`Reader.read_frames` decodes (regions go through it) in a `FrameCache`, by
+default one per process (`shared_cache`, 64 MiB), so that however many
+readers a slide or a server opens, decoded frames never hold more than its
+bound. A reader's entries go when it closes.
+
+Cached arrays are read-only: they are handed out again, to anyone.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import weakref
+from collections import OrderedDict
+from typing import Hashable
+
+import numpy as np
+
+#: the default bound of the process-wide cache
+DEFAULT_BYTES = 64 << 20
+
+#: a number for each reader, the first part of its keys (ids can be reused)
+tokens = itertools.count(1)
+
+
+class FrameCache:
+    """Decoded frames by key, least recently used dropped beyond `max_bytes`
+    (0 keeps nothing); safe to share between threads."""
+
+    def __init__(self, max_bytes: int = DEFAULT_BYTES) -> None:
+        if max_bytes < 0:
+            raise ValueError(f"max_bytes must be 0 or more, not {max_bytes}")
+        self.max_bytes = int(max_bytes)
+        self._items: OrderedDict[Hashable, np.ndarray] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.hits = self.misses = self.evictions = 0
+        _instances.add(self)
+
+    def get(self, key: Hashable) -> np.ndarray | None:
+        with self._lock:
+            array = self._items.get(key)
+            if array is None:
+                self.misses += 1
+                return None
+            self._items.move_to_end(key)
+            self.hits += 1
+            return array
+
+    def put(self, key: Hashable, array: np.ndarray) -> np.ndarray:
+        """Keep `array` (made read-only; copied first when it is a view into a
+        larger buffer, which it would keep alive); returns what is kept."""
+        if array.nbytes > self.max_bytes:
+            return array
+        if not array.flags.owndata and (array.base is None or getattr(array.base, "nbytes", 0) != array.nbytes):
+            array = array.copy()
+        array.flags.writeable = False
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._bytes -= old.nbytes
+            self._items[key] = array
+            self._bytes += array.nbytes
+            while self._bytes > self.max_bytes:
+                _, dropped = self._items.popitem(last=False)
+                self._bytes -= dropped.nbytes
+                self.evictions += 1
+        return array
+
+    def drop(self, owner: int) -> None:
+        """Forget every entry whose key starts with `owner` (a closed reader's)."""
+        with self._lock:
+            for key in [k for k in self._items if isinstance(k, tuple) and k and k[0] == owner]:
+                self._bytes -= self._items.pop(key).nbytes
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self._bytes = 0
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return {"hits": self.hits, "misses": self.misses, "evictions": self.evictions,
+                    "entries": len(self._items), "bytes": self._bytes, "max_bytes": self.max_bytes}
+
+    def __repr__(self) -> str:
+        return f"<FrameCache {self._bytes / 2**20:.1f} of {self.max_bytes / 2**20:.0f} MiB, {len(self._items)} frames>"
+
+    def __reduce__(self):  # a cache never travels: the other process gets its own, empty
+        return (FrameCache, (self.max_bytes,))
+
+
+_instances: weakref.WeakSet[FrameCache] = weakref.WeakSet()
+_shared: FrameCache | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_cache() -> FrameCache:
+    """The process's default cache (64 MiB), made on first use."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = FrameCache(DEFAULT_BYTES)
+        return _shared
+
+
+def _after_fork() -> None:
+    # A lock another thread held at fork stays held in the child: give every cache a new one.
+    global _shared_lock
+    _shared_lock = threading.Lock()
+    for cache in list(_instances):
+        cache._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
