@@ -94,7 +94,7 @@ def test_overlapping_regions_read_only_their_new_tiles(tmp_path):
 
 
 def test_a_slides_levels_share_one_bounded_cache(tmp_path):
-    pyramid = write_pyramid(tmp_path / "slide", width=1024, height=768, levels=3, tile_size=(128, 128), codec="jpeg")
+    write_pyramid(tmp_path / "slide", width=1024, height=768, levels=3, tile_size=(128, 128), codec="jpeg")
     cache = FrameCache(max_bytes=400_000)  # about 8 tiles of 128x128 RGB
     rng = np.random.default_rng(0)
     with dicomframes.open_slide(tmp_path / "slide", tile_cache=cache) as slide, \

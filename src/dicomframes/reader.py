@@ -29,6 +29,7 @@ from dicomframes.errors import (
 )
 from dicomframes.frames import codecs, frame_cache, index_file
 from dicomframes.frames.decode import decode_chunk, decode_chunk_in_worker, decode_span
+from dicomframes.frames.frame_cache import FrameCache
 from dicomframes.frames.frame_source import FrameSource, IndexedFrames
 from dicomframes.frames.header import Header, parse_header
 from dicomframes.frames.index import FrameIndex, build_index
@@ -36,7 +37,6 @@ from dicomframes.frames.index_cache import IndexCache
 from dicomframes.frames.pipeline import iterate
 from dicomframes.frames.pixels import PixelFormat
 from dicomframes.frames.span import FrameBytes, FrameSpan, unwrap
-from dicomframes.frames.frame_cache import FrameCache
 from dicomframes.frames.workers import ProcessPool, available_cores, decode_threads
 from dicomframes.io.policy import FetchPolicy
 from dicomframes.io.resolve import source_for
