@@ -17,7 +17,7 @@ from tests.helpers.wsigen import write_pyramid
 
 
 def test_least_recently_used_frames_go_beyond_the_bound():
-    cache = FrameCache(max_bytes=3000)
+    cache = FrameCache(max_bytes=3000, second_chance=False)
     arrays = {k: np.full(1000, k, np.uint8) for k in range(5)}
     for k in range(3):
         cache.put(("r", k), arrays[k])
@@ -33,7 +33,7 @@ def test_least_recently_used_frames_go_beyond_the_bound():
 
 
 def test_kept_arrays_are_read_only_and_hold_only_their_bytes():
-    cache = FrameCache(1 << 20)
+    cache = FrameCache(1 << 20, second_chance=False)
     big = np.arange(100_000, dtype=np.uint8)
     kept = cache.put(("r", 0), big[:100])  # a view into 100 kB: copied
     assert kept.base is None and kept.nbytes == 100 and cache.nbytes == 100
@@ -44,7 +44,7 @@ def test_kept_arrays_are_read_only_and_hold_only_their_bytes():
 
 def test_a_closed_readers_entries_are_dropped(tmp_path):
     path = write_sample(tmp_path / "a.dcm", frames=8, rows=32, columns=32, syntax="rle")
-    cache = FrameCache(1 << 20)
+    cache = FrameCache(1 << 20, second_chance=False)
     with dicomframes.open(path, tile_cache=cache) as a, dicomframes.open(path, tile_cache=cache) as b:
         a.read_frames([0, 1, 2])
         b.read_frames([0])
@@ -56,7 +56,7 @@ def test_a_closed_readers_entries_are_dropped(tmp_path):
 
 def test_read_frames_equal_frames_and_read_nothing_twice(tmp_path):
     path = write_sample(tmp_path / "a.dcm", frames=12, rows=48, columns=40, syntax="jpegls")
-    with dicomframes.open(path, tile_cache=1 << 20) as reader:
+    with dicomframes.open(path, tile_cache=FrameCache(1 << 20, second_chance=False)) as reader:
         expected = [reader.frame(i) for i in range(12)]
         got = reader.read_frames([5, 1, 5, -1])
         assert all(np.array_equal(g, expected[k]) for g, k in zip(got, [5, 1, 5, 11]))
@@ -80,7 +80,8 @@ def test_read_frames_equal_frames_and_read_nothing_twice(tmp_path):
 def test_overlapping_regions_read_only_their_new_tiles(tmp_path):
     pyramid = write_pyramid(tmp_path / "slide", width=1024, height=768, levels=1, tile_size=(128, 128), codec="jpeg")
     path = pyramid.levels[0].paths[0]
-    with dicomframes.open(path, tile_cache=64 << 20) as reader, dicomframes.open(path, tile_cache=False) as plain:
+    cache = FrameCache(64 << 20, second_chance=False)
+    with dicomframes.open(path, tile_cache=cache) as reader, dicomframes.open(path, tile_cache=False) as plain:
         first = reader.read_region((100, 100), (300, 300))  # tiles (0..3) x (0..3)
         assert np.array_equal(first, plain.read_region((100, 100), (300, 300)))
         before = dict(reader.stats)
@@ -95,7 +96,7 @@ def test_overlapping_regions_read_only_their_new_tiles(tmp_path):
 
 def test_a_slides_levels_share_one_bounded_cache(tmp_path):
     write_pyramid(tmp_path / "slide", width=1024, height=768, levels=3, tile_size=(128, 128), codec="jpeg")
-    cache = FrameCache(max_bytes=400_000)  # about 8 tiles of 128x128 RGB
+    cache = FrameCache(max_bytes=400_000, second_chance=False)  # about 8 tiles of 128x128 RGB
     rng = np.random.default_rng(0)
     with dicomframes.open_slide(tmp_path / "slide", tile_cache=cache) as slide, \
             dicomframes.open_slide(tmp_path / "slide", tile_cache=False) as plain:
@@ -109,6 +110,24 @@ def test_a_slides_levels_share_one_bounded_cache(tmp_path):
             assert cache.nbytes <= cache.max_bytes
             assert level.readers[0].stats["tile_cache_misses"] > 0
         assert cache.stats()["evictions"] > 0 and cache.stats()["hits"] > 0
+
+
+def test_a_frame_is_kept_when_it_is_asked_for_the_second_time(tmp_path):
+    """Regions that share no tile keep nothing; a tile two regions share is kept
+    at its second decode and found at its third."""
+    pyramid = write_pyramid(tmp_path / "slide", width=1024, height=768, levels=1, tile_size=(128, 128), codec="jpeg")
+    path = pyramid.levels[0].paths[0]
+    cache = FrameCache(64 << 20)
+    with dicomframes.open(path, tile_cache=cache) as reader:
+        for x in (0, 256, 512, 768):  # disjoint: 2x2 tiles each
+            reader.read_region((x, 0), (256, 256))
+        assert len(cache) == 0 and cache.nbytes == 0
+        reader.read_region((0, 0), (256, 256))  # its tiles' second decode: kept
+        assert len(cache) == 4
+        before = reader.stats["tile_cache_hits"]
+        reader.read_region((64, 0), (256, 256))  # 3x2 tiles: the 4 kept ones, and 2 of the next column
+        assert reader.stats["tile_cache_hits"] - before == 4
+    assert pickle.loads(pickle.dumps(cache)).second_chance is True
 
 
 def test_the_default_is_one_cache_per_process_and_readers_pickle_without_it(tmp_path):
@@ -164,7 +183,7 @@ def test_a_forked_child_reads_regions_with_a_cache_a_parent_thread_held(tmp_path
 
 def test_threads_share_a_cache_safely(tmp_path):
     path = write_sample(tmp_path / "a.dcm", frames=64, rows=32, columns=32, syntax="rle")
-    cache = FrameCache(max_bytes=20 * 32 * 32)  # 20 of 64 frames
+    cache = FrameCache(max_bytes=20 * 32 * 32)  # 20 of 64 frames, kept when asked for twice
     errors = []
     with dicomframes.open(path, tile_cache=cache) as reader:
         expected = [reader.frame(i) for i in range(64)]

@@ -7,6 +7,12 @@ default one per process (`shared_cache`, 64 MiB), so that however many
 readers a slide or a server opens, decoded frames never hold more than its
 bound. A reader's entries go when it closes.
 
+A frame is kept the second time it is decoded, not the first (a "doorkeeper"
+of recently seen keys): regions that share no tile (a scan of a level,
+DeepZoom tiles) then hold no memory and evict nothing, and memory that is
+held was asked for twice. Touching fresh memory costs: a cold process reading
+disjoint regions ran 26% slower when every tile was kept.
+
 Cached arrays are read-only: they are handed out again, to anyone.
 """
 
@@ -28,14 +34,21 @@ DEFAULT_BYTES = 64 << 20
 tokens = itertools.count(1)
 
 
+#: keys the doorkeeper remembers (about 100 bytes each)
+SEEN_KEYS = 16384
+
+
 class FrameCache:
     """Decoded frames by key, least recently used dropped beyond `max_bytes`
-    (0 keeps nothing); safe to share between threads."""
+    (0 keeps nothing); safe to share between threads. With `second_chance`
+    (the default) a frame is kept only when put a second time."""
 
-    def __init__(self, max_bytes: int = DEFAULT_BYTES) -> None:
+    def __init__(self, max_bytes: int = DEFAULT_BYTES, *, second_chance: bool = True) -> None:
         if max_bytes < 0:
             raise ValueError(f"max_bytes must be 0 or more, not {max_bytes}")
         self.max_bytes = int(max_bytes)
+        self.second_chance = second_chance
+        self._seen: OrderedDict[Hashable, None] = OrderedDict()
         self._items: OrderedDict[Hashable, np.ndarray] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
@@ -54,12 +67,21 @@ class FrameCache:
 
     def put(self, key: Hashable, array: np.ndarray) -> np.ndarray:
         """Keep `array` (made read-only; copied first when it is a view into a
-        larger buffer, which it would keep alive); returns what is kept."""
+        larger buffer, which it would keep alive); returns it, read-only, kept
+        or not (not: larger than the bound, or put for the first time)."""
+        array.flags.writeable = False
         if array.nbytes > self.max_bytes:
             return array
+        if self.second_chance:
+            with self._lock:
+                if self._seen.pop(key, False) is False:
+                    self._seen[key] = None
+                    if len(self._seen) > SEEN_KEYS:
+                        self._seen.popitem(last=False)
+                    return array
         if not array.flags.owndata and (array.base is None or getattr(array.base, "nbytes", 0) != array.nbytes):
             array = array.copy()
-        array.flags.writeable = False
+            array.flags.writeable = False
         with self._lock:
             old = self._items.pop(key, None)
             if old is not None:
@@ -81,6 +103,7 @@ class FrameCache:
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
+            self._seen.clear()
             self._bytes = 0
 
     @property
@@ -99,7 +122,11 @@ class FrameCache:
         return f"<FrameCache {self._bytes / 2**20:.1f} of {self.max_bytes / 2**20:.0f} MiB, {len(self._items)} frames>"
 
     def __reduce__(self):  # a cache never travels: the other process gets its own, empty
-        return (FrameCache, (self.max_bytes,))
+        return (_new_cache, (self.max_bytes, self.second_chance))
+
+
+def _new_cache(max_bytes: int, second_chance: bool) -> FrameCache:
+    return FrameCache(max_bytes, second_chance=second_chance)
 
 
 _instances: weakref.WeakSet[FrameCache] = weakref.WeakSet()

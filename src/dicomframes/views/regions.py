@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 import numpy as np
 
 from dicomframes.errors import RegionError
-from dicomframes.views.geometry import TileGeometry, TilePosition
+from dicomframes.views.geometry import TILED_FULL, TileGeometry, TilePosition
 
 if TYPE_CHECKING:  # pragma: no cover
     from dicomframes.reader import Reader
@@ -54,19 +54,39 @@ def check_size(size: Sequence[int], path: str) -> tuple[int, int]:
     return w, h
 
 
-def new_region(reader: "Reader", width: int, height: int, background: Any) -> np.ndarray:
-    out = np.empty(_region_shape(reader, width, height), dtype=reader.format.dtype)
-    out[...] = default_background(reader) if background is None else background
-    return out
+def new_region(reader: "Reader", width: int, height: int) -> np.ndarray:
+    """An uninitialised region: `fill_uncovered` sets what no tile covered."""
+    return np.empty(_region_shape(reader, width, height), dtype=reader.format.dtype)
+
+
+#: a pasted tile's rectangle in region coordinates: (top, bottom, left, right)
+Rect = tuple[int, int, int, int]
+
+
+def fill_uncovered(reader: "Reader", out: np.ndarray, pasted: list[Rect], disjoint: bool, background: Any) -> None:
+    """Set the pixels of `out` that no pasted tile covered to the background.
+
+    Where the tiles are `disjoint` (a TILED_FULL grid) and their areas add up to
+    the region's, nothing is left: filling first would write every pixel twice.
+    """
+    h, w = out.shape[:2]
+    if disjoint and sum((b - t) * (r - le) for t, b, le, r in pasted) == h * w:
+        return
+    uncovered = np.ones((h, w), dtype=bool)
+    for t, b, le, r in pasted:
+        uncovered[t:b, le:r] = False
+    out[uncovered] = default_background(reader) if background is None else background
 
 
 def paste_tiles(reader: "Reader", geometry: TileGeometry, out: np.ndarray, x: int, y: int,
-                 focal_plane: int, optical_path: int) -> int:
-    """Paste the reader's tiles overlapping region (x, y, out's size) into `out`; returns tiles used."""
+                 focal_plane: int, optical_path: int) -> list[Rect]:
+    """Paste the reader's tiles overlapping region (x, y, out's size) into `out`;
+    returns the rectangles they covered."""
     h, w = out.shape[:2]
+    pasted: list[Rect] = []
     frames, tops, lefts = geometry.tiles_in(x, y, w, h, focal_plane, optical_path)
     if not len(frames):
-        return 0
+        return pasted
     # Image-edge clipping bounds, in region coordinates.
     clip_x0, clip_y0 = max(0, -x), max(0, -y)
     clip_x1, clip_y1 = min(w, geometry.width - x), min(h, geometry.height - y)
@@ -85,7 +105,8 @@ def paste_tiles(reader: "Reader", geometry: TileGeometry, out: np.ndarray, x: in
             tx1 = min(left - x + tile.shape[1], clip_x1)
             if ty1 > ty0 and tx1 > tx0:
                 out[ty0:ty1, tx0:tx1] = tile[ty0 + y - top : ty1 + y - top, tx0 + x - left : tx1 + x - left]
-    return len(order)
+                pasted.append((ty0, ty1, tx0, tx1))
+    return pasted
 
 
 def read_region(
@@ -114,8 +135,9 @@ def read_region(
     w, h = check_size(size, geometry.path)
     check_overlap(geometry.width, geometry.height, x, y, w, h, geometry.path)
     geometry.check_plane(focal_plane, optical_path)
-    out = new_region(reader, w, h, background)
-    paste_tiles(reader, geometry, out, x, y, focal_plane, optical_path)
+    out = new_region(reader, w, h)
+    pasted = paste_tiles(reader, geometry, out, x, y, focal_plane, optical_path)
+    fill_uncovered(reader, out, pasted, geometry.organization == TILED_FULL, background)
     return out
 
 

@@ -18,10 +18,12 @@ from dicomframes.errors import InvalidFileError, NotDicomError, RegionError, Sli
 from dicomframes.io.resolve import inputs, is_single, is_url, local_path
 from dicomframes.reader import Reader, open_all
 from dicomframes.reader import open as open_reader
-from dicomframes.views.geometry import TiledFullGeometry, TileGeometry
+from dicomframes.views.geometry import TILED_FULL, TiledFullGeometry, TileGeometry
 from dicomframes.views.regions import (
+    Rect,
     check_overlap,
     check_size,
+    fill_uncovered,
     new_region,
     paste_tiles,
     read_region,
@@ -182,9 +184,13 @@ class Level:
                 path=path,
             )
         part, fp, op = where
-        out = new_region(part.readers[0], w, h, background)
+        out = new_region(part.readers[0], w, h)
+        pasted: list[Rect] = []
         for reader, geometry in zip(part.readers, part.geometries):
-            paste_tiles(reader, geometry, out, x, y, fp, op)
+            pasted += paste_tiles(reader, geometry, out, x, y, fp, op)
+        # The parts of a concatenation hold different frames of one grid.
+        disjoint = all(g.organization == TILED_FULL for g in part.geometries)
+        fill_uncovered(part.readers[0], out, pasted, disjoint, background)
         return out
 
     def to_kerchunk(self, *, focal_plane: int = 0, optical_path: int = 0, url: Any = None,
