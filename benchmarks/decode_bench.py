@@ -10,7 +10,11 @@ transfer syntaxes, then measures, each in a fresh process so peak RSS is its own
   packages' decoders, as dicomframes without [fast] uses them)
 - highdicom lazy frame retrieval (imread(..., lazy_frame_retrieval=True).get_frame)
 - the decode floor: the fastest installed decoder alone on bytes already in
-  memory, one thread; and the same for the required packages' decoder
+  memory, one thread; and the same for the required packages' decoder (each
+  dicomframes row is shown against the floor of the decoder it uses); for
+  native frames, a loop of ``readinto`` + ``frombuffer`` over each frame's bytes
+- the fixed cost per frame: 20,000 native 8x8 frames through dicomframes
+  against that loop, and its share of each codec's time per frame
 
 This machine class (shared VMs) swings by up to 1.5x between runs of the same
 code, so every kind runs `--repeat` times in fresh processes, interleaved with
@@ -136,6 +140,19 @@ def run_one(kind: str, path: str, workers: int) -> dict:
         for i in range(1, im.number_of_frames + 1):
             im.get_frame(i)
             n += 1
+    elif kind == "readinto":
+        # The floor of native frames: each frame's bytes read into its own buffer, as an array.
+        with dicomframes.open(path) as reader:
+            spans = [reader.index.span(i) for i in range(len(reader))]
+            shape, dtype = reader.format.shape, reader.format.dtype
+        start = time.perf_counter()
+        with open(path, "rb", buffering=0) as f:
+            for span in spans:
+                buf = bytearray(span.length)
+                f.seek(span.offset)
+                f.readinto(buf)
+                np.frombuffer(buf, dtype).reshape(shape)
+                n += 1
     elif kind.startswith("floor"):
         with dicomframes.open(path, decoder="pylibjpeg" if kind == "floor[required]" else None) as reader:
             streams = [reader.encoded_frame(i) for i in range(len(reader))]
@@ -200,22 +217,30 @@ def main() -> None:
     kinds = [k for k in kinds if k[0] not in args.skip]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        fixed_us = fixed_cost(tmp, args.repeat)
         for size in args.tiles:
             frames = args.frames if size <= 256 else max(1, args.frames // 4)
             for codec in args.codecs:
                 path = os.path.join(tmp, f"{codec}_{size}.dcm")
                 write(path, codec, frames, size)
                 results = {}
+                # Native frames: the floor is reading each frame's bytes into an array.
+                here = kinds + ([("readinto", 1)] if codec == "native" else [])
                 for _ in range(args.repeat):  # interleaved: a slow spell hits every kind alike
-                    for k, w in kinds:
+                    for k, w in here:
                         results.setdefault(f"{k}/{w}", []).append(measure(k, path, w))
                 best = {key: _best(runs) for key, runs in results.items()}
                 fps = {k: (r["frames"] / r["seconds"] if r and "frames" in r and r["seconds"] else None) for k, r in best.items()}
                 for key, r in best.items():
-                    rows.append((f"{codec} {size}px x{frames}", key, r, fps[key], fps.get("pydicom/1"), fps.get("floor/1")))
+                    # Each reader against the decoder it uses alone: the required packages' for
+                    # dicomframes without [fast], the fastest installed one for the others.
+                    own = fps.get("floor[required]/1") if key.split("/")[0] in ("dicomframes", "floor[required]") else None
+                    own = fps.get("readinto/1") or own
+                    rows.append((f"{codec} {size}px x{frames}", key, r, fps[key], fps.get("pydicom/1"),
+                                 own or fps.get("floor/1")))
                 os.remove(path)
     lines = [
-        "| file | reader / workers | frames/s | x pydicom | x floor | peak RSS MB (main) | workers' RSS MB |",
+        "| file | reader / workers | frames/s | x pydicom | x its floor | peak RSS MB (main) | workers' RSS MB |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for name, key, r, f, pyd, floor in rows:
@@ -226,7 +251,26 @@ def main() -> None:
         fl = f"{f / floor:.2f}" if floor else ""
         kids = f"{r['worker_rss_mb']:.0f}" if r["worker_rss_mb"] else ""
         lines.append(f"| {name} | {key} | {f:,.0f} | {ratio} | {fl} | {r['rss_mb']:.0f} | {kids} |")
+    lines += ["", f"Fixed cost per frame (tiny native frames, nothing to decode): {fixed_us:.1f} us more than a "
+                  "readinto + frombuffer loop over the same bytes. Its share of each file's time per frame, "
+                  "dicomframes[fast] with all workers (dicomframes with the required packages):"]
+    for name, key, r, f, _pyd, _floor in rows:
+        if key == f"dicomframes[fast]/{args.workers}" and f:
+            required = next((g for n2, k2, _, g, _, _ in rows if n2 == name and k2 == f"dicomframes/{args.workers}"), None)
+            share = f"{fixed_us / (1e6 / f):.1%}" + (f" ({fixed_us / (1e6 / required):.1%})" if required else "")
+            lines.append(f"- {name}: {1e6 / f:.0f} us per frame, fixed cost {share}")
     emit(lines, args.markdown)
+
+
+def fixed_cost(tmp: str, repeat: int) -> float:
+    """Microseconds per frame dicomframes adds to reading bytes: 20,000 native 8x8 RGB
+    frames (192 bytes), dicomframes' iteration against a readinto loop, best runs."""
+    path = os.path.join(tmp, "tiny.dcm")
+    write(path, "native", 20_000, 8)
+    ours = _best([measure("dicomframes[fast]", path, 1) for _ in range(repeat)])
+    floor = _best([measure("readinto", path, 1) for _ in range(repeat)])
+    os.remove(path)
+    return 1e6 * (ours["seconds"] / ours["frames"] - floor["seconds"] / floor["frames"])
 
 
 if __name__ == "__main__":

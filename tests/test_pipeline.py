@@ -30,7 +30,10 @@ def reference(jpegls_file):
 
 
 def _threads() -> set[str]:
-    return {t.name for t in threading.enumerate() if t.name.startswith("dicomframes")}
+    """A reader's threads; the process's region decode threads (one pool, started
+    once: `frames.workers.decode_threads`) belong to no reader."""
+    names = {t.name for t in threading.enumerate() if t.name.startswith("dicomframes")}
+    return {n for n in names if not n.startswith("dicomframes-region")}
 
 
 @pytest.mark.parametrize("decoder", ["pylibjpeg", "imagecodecs"])
@@ -132,6 +135,7 @@ def test_a_crashing_worker_is_a_decode_error_and_the_pool_recovers(jpegls_file, 
     from dicomframes.frames import decode as decode_module
 
     with dicomframes.open(jpegls_file, workers=2, decoder="pylibjpeg") as reader:
+        reader.shared_workers = False  # the executor's workers (tests/test_shared_workers.py: the others)
         monkeypatch.setattr("dicomframes.reader.decode_chunk_in_worker", _crash_on_frame_3)
         seen = []
         with pytest.raises(DecodeError) as info:

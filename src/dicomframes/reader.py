@@ -27,7 +27,7 @@ from dicomframes.errors import (
     InvalidFileError,
     StorageError,
 )
-from dicomframes.frames import codecs, frame_cache, index_file
+from dicomframes.frames import codecs, frame_cache, index_file, shared_workers
 from dicomframes.frames.decode import decode_chunk, decode_chunk_in_worker, decode_span
 from dicomframes.frames.frame_cache import FrameCache
 from dicomframes.frames.frame_source import FrameSource, IndexedFrames
@@ -157,6 +157,9 @@ class Reader:
         self.policy = policy or source.fetch_policy()
         self._closed = False
         self._processes: ProcessPool | None = None
+        self._shared: shared_workers.SharedDecoder | None = None
+        #: decoders that hold the GIL run in processes that read their frames and decode into shared memory
+        self.shared_workers = True
         self._tile_geometry: TileGeometry | None = None
         self._index_cache = index_cache
         #: where the frame index came from: "built" (read from the file), "cache" or "file" (``index=``)
@@ -516,23 +519,6 @@ class Reader:
         # fewer, larger messages (processes).
         decode: Callable[..., Any] = partial(decode_span, fmt, backend, as_rgb=as_rgb, fallback=chosen is None)
         chunk = max(1, min(16, (1 << 20) // max(1, decoded_bytes)))
-        pool: Executor | None = None
-        own_pool: ThreadPoolExecutor | None = None
-        pickled = False
-        if workers > 1 and backend is not None:  # native frames: nothing to decode, a pool measured slower
-            if backend.releases_gil:
-                pool = own_pool = ThreadPoolExecutor(workers, thread_name_prefix="dicomframes-decode")
-                decode = partial(decode_chunk, decode)
-            elif not backend.cheap and _count(wanted) >= PROCESS_POOL_MIN_FRAMES:
-                # The required decoders hold the GIL: use processes, started lazily.
-                if self._processes is None:
-                    self._processes = ProcessPool(workers)
-                pool = self._processes.executor(workers)
-                pickled = True
-                decode = partial(decode_chunk_in_worker, fmt, chosen, as_rgb=as_rgb)
-            if pool is not None:
-                depth = max(depth, min(2 * workers * chunk, budget // 5 // max(1, decoded_bytes)))
-                chunk = max(1, min(chunk, depth // (2 * workers)))  # every worker busy, one task queued
         bad: list[BaseException] = []
 
         def located() -> Iterator[int]:
@@ -544,6 +530,34 @@ class Reader:
                     bad.append(exc)
                     return
                 yield k
+
+        pool: Executor | None = None
+        own_pool: ThreadPoolExecutor | None = None
+        pickled = False
+        if (backend is not None and not backend.releases_gil and not backend.cheap
+                and _count(wanted) >= PROCESS_POOL_MIN_FRAMES and self._shares()
+                and (workers > 1 or available_cores() > 1)):
+            # The required decoders hold the GIL: processes that read and decode their
+            # frames themselves, into shared memory, while this one only collects them
+            # (so one worker, too, has a core to itself where there are two).
+            yield from self._iterate_shared(located(), workers, chosen, budget, decoded_bytes)
+            if bad:
+                raise bad[0]
+            return
+        if workers > 1 and backend is not None:  # native frames: nothing to decode, a pool measured slower
+            if backend.releases_gil:
+                pool = own_pool = ThreadPoolExecutor(workers, thread_name_prefix="dicomframes-decode")
+                decode = partial(decode_chunk, decode)
+            elif not backend.cheap and _count(wanted) >= PROCESS_POOL_MIN_FRAMES:
+                # Elsewhere (no fork): an executor's processes, started lazily.
+                if self._processes is None:
+                    self._processes = ProcessPool(workers)
+                pool = self._processes.executor(workers)
+                pickled = True
+                decode = partial(decode_chunk_in_worker, fmt, chosen, as_rgb=as_rgb)
+            if pool is not None:
+                depth = max(depth, min(2 * workers * chunk, budget // 5 // max(1, decoded_bytes)))
+                chunk = max(1, min(chunk, depth // (2 * workers)))  # every worker busy, one task queued
 
         try:
             yield from iterate(
@@ -558,6 +572,25 @@ class Reader:
     def __iter__(self) -> Iterator[np.ndarray]:
         return self.iter_frames()
 
+    def _shares(self) -> bool:
+        """Whether worker processes may read and decode frames themselves into shared memory
+        (not where the index rechecks what is read: the workers read without it)."""
+        return shared_workers.available() and not self.index.rechecks and self.shared_workers
+
+    def _iterate_shared(self, frames: Iterator[int], workers: int, decoder: str | None, budget: int,
+                        decoded_bytes: int) -> Iterator[np.ndarray]:
+        chunk = max(1, min(16, (1 << 20) // max(1, decoded_bytes)))  # about 1 MiB of pixels per task
+        slots = max(workers, min(budget // 5 // max(1, decoded_bytes), 2 * workers * chunk + chunk))
+        pool = self._shared
+        if pool is not None and (pool.broken or len(pool.procs) != workers or pool.slots != slots
+                                 or pool.job.decoder != decoder):
+            pool.close()
+            pool = self._shared = None
+        if pool is None:
+            job = shared_workers.Job(self._data_source, self.format, decoder, self.as_rgb, self.policy)
+            pool = self._shared = shared_workers.SharedDecoder(job, workers, decoded_bytes, slots)
+        yield from pool.iterate((self.index.span(k) for k in frames), chunk, self.path)
+
     # -- lifetime ------------------------------------------------------------------
     def close(self) -> None:
         if not self._closed:
@@ -569,6 +602,9 @@ class Reader:
                 self.tile_cache.drop(self._token)
             if self._processes is not None:
                 self._processes.shutdown()
+            if self._shared is not None:
+                self._shared.close()
+                self._shared = None
             self._data_source.close()
             self._source.close()
 
@@ -594,6 +630,7 @@ class Reader:
         state = self.__dict__.copy()
         state["_backend"] = None
         state["_processes"] = None
+        state["_shared"] = None
         del state["_frames"]  # made anew from the index and the source
         # Decoded frames stay here; the other process caches in its own shared cache.
         state["tile_cache"] = self.tile_cache is not None
@@ -615,6 +652,12 @@ class Reader:
         if processes is not None:
             try:
                 processes.shutdown(wait=False)
+            except Exception:
+                pass
+        shared = getattr(self, "_shared", None)
+        if shared is not None:
+            try:
+                shared.close()
             except Exception:
                 pass
 

@@ -1,0 +1,286 @@
+"""Worker processes that read their frames themselves and decode into shared memory.
+
+The required decoders (the pylibjpeg plugins, pyjpegls) hold the GIL, so
+frames decode in parallel only in processes. A `ProcessPoolExecutor` pickles
+every codestream out to a worker and every decoded frame back (a 196 kB tile
+through a pipe each way), and that work lands on the calling process, which
+then eats the core a worker needed. Here instead:
+
+- each worker has its own copy of the data source (a file handle, a
+  connection) and reads the spans it is given, several at once in planned
+  reads, as the calling process would;
+- it decodes each frame into a slot of one anonymous shared mapping made
+  before the workers were forked (no named segment to leak, nothing for a
+  resource tracker), and answers with a few numbers per frame;
+- the calling process copies each frame out of its slot (one memcpy, a few
+  percent of a decode) and frees the slot at once, so frames a caller keeps
+  never hold a slot, and the memory stays what the slots are.
+
+Frames come back in order, with the pipeline's error semantics: a frame's
+error is raised at that frame, after the frames before it; a worker that
+dies is a `DecodeError` naming the first frame it held, and the pool is
+closed (the next iteration starts another). Linux only (fork): elsewhere the
+executor pool is used.
+"""
+
+from __future__ import annotations
+
+import mmap
+import multiprocessing
+import os
+import pickle
+import threading
+from collections import deque
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from dicomframes.errors import DecodeError, DicomFramesError, TruncatedFileError
+from dicomframes.frames import codecs
+from dicomframes.frames.decode import decode_span
+from dicomframes.frames.fetch import fetch
+from dicomframes.frames.pixels import PixelFormat
+from dicomframes.frames.span import FrameSpan
+from dicomframes.io.policy import FetchPolicy
+from dicomframes.io.source import Source
+
+#: tasks a worker holds at once: one decoding, one waiting
+_QUEUED = 2
+
+
+def available() -> bool:
+    """Whether this platform forks (anonymous shared memory is inherited only so)."""
+    return hasattr(os, "fork") and "fork" in multiprocessing.get_all_start_methods() and os.name == "posix"
+
+
+@dataclass
+class Job:
+    """What a worker needs: where the bytes are, what they mean, how to decode them."""
+
+    source: Source
+    fmt: PixelFormat
+    decoder: str | None
+    as_rgb: bool
+    policy: FetchPolicy
+
+
+def _serve(job_bytes: bytes, memory: mmap.mmap, slot_bytes: int, conn: Connection) -> None:
+    """A worker: (task, [(slot, span), ...]) in, (task, [(slot, shape, dtype, error), ...]) out."""
+    job: Job = pickle.loads(job_bytes)
+    backend = codecs.select(job.fmt.ts, job.decoder, job.fmt.name) if job.fmt.ts.encapsulated else None
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return
+        if message is None:
+            return
+        task, items = message
+        out: list = []
+        blobs, failed = _read(job, [span for _, span in items])
+        for slot, span in items:
+            if span not in blobs:
+                out.append((slot, None, None, failed))
+                continue
+            try:
+                frame = decode_span(job.fmt, backend, span, blobs[span], job.as_rgb, fallback=job.decoder is None)
+                if frame.nbytes > slot_bytes:  # pragma: no cover - slots are sized from the format
+                    raise DecodeError(f"a decoded frame of {frame.nbytes} bytes does not fit its slot",
+                                      path=job.fmt.name, frame=span.frame)
+                view = np.ndarray(frame.shape, frame.dtype, buffer=memory, offset=slot * slot_bytes)
+                view[...] = frame
+                out.append((slot, frame.shape, frame.dtype.str, None))
+            except DicomFramesError as exc:
+                out.append((slot, None, None, exc))
+            except Exception as exc:  # a decoder's own error type: a DecodeError
+                out.append((slot, None, None, DecodeError(f"{type(exc).__name__}: {exc}", path=job.fmt.name,
+                                                          frame=span.frame, offset=span.offset)))
+        try:
+            conn.send((task, out))
+        except (BrokenPipeError, OSError):
+            return
+
+
+def _read(job: Job, spans: list[FrameSpan]) -> tuple[dict, DicomFramesError | None]:
+    """The spans' bytes in planned reads, and the error that stopped them: a
+    partial file is read frame by frame, so that the frames wholly there are
+    served and the error comes at its own frame (as the pipeline does)."""
+    try:
+        return fetch(job.source, spans, job.policy), None
+    except TruncatedFileError:
+        pass
+    except DicomFramesError as exc:  # names its frame
+        return {}, exc
+    blobs = {}
+    for span in spans:
+        try:
+            blobs.update(fetch(job.source, [span], job.policy))
+        except DicomFramesError as exc:
+            return blobs, exc
+    return blobs, None  # pragma: no cover - the batch failed, so one of its frames does
+
+
+class SharedDecoder:
+    """`workers` forked processes decoding `job`'s frames into `slots` shared
+    slots of `slot_bytes`; one iteration at a time (`iterate`)."""
+
+    def __init__(self, job: Job, workers: int, slot_bytes: int, slots: int) -> None:
+        self.job = job
+        self.slot_bytes = slot_bytes
+        self.slots = max(slots, workers)
+        self.memory = mmap.mmap(-1, slot_bytes * self.slots)  # MAP_SHARED | MAP_ANONYMOUS
+        self._pid = os.getpid()
+        self._lock = threading.Lock()  # one iteration at a time
+        self.broken = False
+        ctx = multiprocessing.get_context("fork")
+        data = pickle.dumps(job)
+        self.conns: list[Connection] = []
+        self.procs: list = []
+        try:
+            for _ in range(workers):
+                ours, theirs = ctx.Pipe()
+                proc = ctx.Process(target=_serve, args=(data, self.memory, slot_bytes, theirs), daemon=True,
+                                   name="dicomframes-decode-worker")
+                proc.start()
+                theirs.close()
+                self.conns.append(ours)
+                self.procs.append(proc)
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs]
+
+    def iterate(self, spans: Iterable[FrameSpan], chunk: int, name: str) -> Iterator[np.ndarray]:
+        """Decoded frames of `spans`, in order; `spans` may raise (a frame that
+        cannot be located): that error comes after the frames before it."""
+        if not self._lock.acquire(blocking=False):
+            raise RuntimeError("this reader's shared decoder is already iterating")
+        try:
+            yield from self._iterate(iter(spans), max(1, chunk), name)
+        finally:
+            self._lock.release()
+
+    def _iterate(self, todo: Iterator[FrameSpan], chunk: int, name: str) -> Iterator[np.ndarray]:
+        free = deque(range(self.slots))
+        busy = {conn: 0 for conn in self.conns}  # tasks each worker holds
+        owner: dict[int, tuple[Connection, list[int]]] = {}  # task -> (worker, its sequence numbers)
+        spans: dict[int, FrameSpan] = {}  # sequence -> span, until yielded
+        done: dict[int, tuple] = {}  # sequence -> (slot, shape, dtype, error)
+        ended: BaseException | None = None  # locating a frame failed: after the frames before it
+        seq_in = seq_out = task_id = 0
+        exhausted = False
+
+        def dispatch() -> None:
+            nonlocal seq_in, task_id, exhausted, ended
+            while not exhausted:
+                idle = [c for c in self.conns if busy[c] < _QUEUED]
+                if not idle or len(free) < min(chunk, self.slots // max(1, len(self.conns))):
+                    return
+                conn = min(idle, key=lambda c: busy[c])
+                items: list[tuple[int, FrameSpan]] = []
+                seqs: list[int] = []
+                while len(items) < chunk and free:
+                    try:
+                        span = next(todo)
+                    except StopIteration:
+                        exhausted = True
+                        break
+                    except DicomFramesError as exc:
+                        exhausted, ended = True, exc
+                        break
+                    slot = free.popleft()
+                    spans[seq_in] = span
+                    items.append((slot, span))
+                    seqs.append(seq_in)
+                    seq_in += 1
+                if not items:
+                    return
+                task_id += 1
+                owner[task_id] = (conn, seqs)
+                busy[conn] += 1
+                conn.send((task_id, items))
+
+        def receive() -> None:
+            if self.broken and not self.procs:
+                raise DecodeError("the reader was closed during the iteration", path=name)
+            ready = wait(list(self.conns) + [p.sentinel for p in self.procs])
+            for item in ready:
+                if isinstance(item, Connection):
+                    try:
+                        task, results = item.recv()
+                    except (EOFError, OSError):
+                        continue  # its process's sentinel says what happened
+                    conn, seqs = owner.pop(task)
+                    busy[conn] -= 1
+                    for s, result in zip(seqs, results):
+                        done[s] = result
+            for proc, conn in zip(self.procs, self.conns):
+                if proc.exitcode is not None:
+                    lost = [s for _, (c, seqs) in owner.items() if c is conn for s in seqs]
+                    self.broken = True
+                    first = min(lost) if lost else seq_out
+                    span = spans.get(first)
+                    raise DecodeError(
+                        f"a decoding worker process died (exit code {proc.exitcode})",
+                        path=name, frame=span.frame if span else None, offset=span.offset if span else None,
+                    )
+
+        try:
+            while True:
+                dispatch()
+                if seq_out == seq_in:
+                    if exhausted:
+                        if ended is not None:
+                            raise ended
+                        return
+                    continue  # pragma: no cover - dispatch always hands out work when slots are free
+                while seq_out not in done:
+                    receive()
+                    dispatch()
+                slot, shape, dtype, error = done.pop(seq_out)
+                spans.pop(seq_out)
+                seq_out += 1
+                if error is not None:
+                    free.append(slot)
+                    raise error
+                start = slot * self.slot_bytes
+                count = int(np.prod(shape))
+                frame = np.frombuffer(self.memory, np.dtype(dtype), count, start).reshape(shape).copy()
+                free.append(slot)
+                yield frame
+        finally:
+            # Work already handed out finishes (a few frames): collect it, so that
+            # the next iteration starts with every worker idle.
+            while owner and not self.broken:
+                try:
+                    receive()
+                except DecodeError:
+                    break
+
+    def close(self) -> None:
+        if self._pid != os.getpid():
+            return  # a forked child's copy: the parent's workers are not ours
+        self.broken = True  # an iteration suspended now ends at its next step
+        for conn in self.conns:
+            try:
+                conn.send(None)
+            except (BrokenPipeError, OSError):
+                pass
+        for proc in self.procs:
+            proc.join(2)
+            if proc.exitcode is None:
+                proc.terminate()
+                proc.join(2)
+            proc.close()
+        for conn in self.conns:
+            conn.close()
+        self.conns, self.procs = [], []
+        try:
+            self.memory.close()
+        except BufferError:  # pragma: no cover - a view still exported
+            pass

@@ -1,0 +1,172 @@
+"""Worker processes that read their own frames and decode into shared memory.
+
+The required decoders hold the GIL: dicomframes iterates their frames in forked
+processes that read the bytes themselves and write decoded frames into slots of
+one anonymous shared mapping. Same frames, same order, same errors as inline
+decoding; nothing left behind (processes, file descriptors, threads, shared
+memory) after a break, an exception, a close or a killed worker.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import threading
+
+import numpy as np
+import psutil
+import pytest
+
+import dicomframes
+from dicomframes.errors import DecodeError, TruncatedFileError
+from dicomframes.frames import shared_workers
+from dicomframes.reader import PROCESS_POOL_MIN_FRAMES
+from dicomframes.samples import write_sample
+
+pytestmark = pytest.mark.skipif(not shared_workers.available(), reason="shared-memory workers need fork")
+
+FRAMES = 96
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shared")
+    return {
+        "jpegls": write_sample(str(root / "jls.dcm"), frames=FRAMES, rows=64, columns=48, samples_per_pixel=3,
+                               syntax="jpegls"),
+        "j2k": write_sample(str(root / "j2k.dcm"), frames=FRAMES // 2, rows=64, columns=64, syntax="j2k",
+                            bits_allocated=16),
+    }
+
+
+def _reference(path):
+    with dicomframes.open(path, workers=1, decoder="pylibjpeg") as reader:
+        reader.shared_workers = False
+        return [reader.frame(i) for i in range(len(reader))]
+
+
+def _resources():
+    gc.collect()  # what earlier tests dropped closes now, not during the test
+    proc = psutil.Process()
+    threads = sorted(t.name for t in threading.enumerate() if t.name.startswith("dicomframes-") and
+                     not t.name.startswith("dicomframes-region"))
+    shm = len(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else 0
+    return proc.num_fds(), len(proc.children(recursive=True)), threads, shm
+
+
+def _nothing_left(before) -> None:
+    fds, children, threads, shm = _resources()
+    # Other tests' servers may close descriptors meanwhile, never open ours.
+    assert fds <= before[0] and children <= before[1] and (threads, shm) == before[2:]
+
+
+@pytest.mark.parametrize("name", ["jpegls", "j2k"])
+@pytest.mark.parametrize("workers", [1, 2])
+def test_frames_equal_inline_decoding(files, name, workers):
+    expected = _reference(files[name])
+    n = len(expected)
+    with dicomframes.open(files[name], workers=workers, decoder="pylibjpeg") as reader:
+        assert list(reader) and reader._shared is not None  # the shared path was taken
+        assert len(reader._shared.procs) == workers
+        for order in (range(n), list(reversed(range(n))), [5, 5, 0, n - 1] * 10, range(0, n, 3)):
+            got = list(reader.iter_frames(order))
+            assert len(got) == len(list(order))
+            for k, frame in zip(order, got):
+                assert frame.dtype == expected[k].dtype and np.array_equal(frame, expected[k]), k
+            if len(got) >= PROCESS_POOL_MIN_FRAMES:  # shorter runs decode inline
+                assert all(f.flags.owndata and f.flags.writeable for f in got)  # copies: no slot is held
+
+
+def test_the_slots_stay_within_the_memory_bound(files):
+    with dicomframes.open(files["jpegls"], workers=2, decoder="pylibjpeg", max_inflight=1 << 20) as reader:
+        list(reader)
+        pool = reader._shared
+        assert pool.slots * pool.slot_bytes <= (1 << 20) // 5 + 2 * pool.slot_bytes
+
+
+def test_errors_come_at_their_frame(files, tmp_path):
+    path = files["jpegls"]
+    with dicomframes.open(path) as reader:
+        cut = reader.index.span(40).offset + 20
+    short = tmp_path / "short.dcm"
+    short.write_bytes(open(path, "rb").read()[:cut])
+    with dicomframes.open(str(short), workers=2, decoder="pylibjpeg") as reader:
+        seen = []
+        with pytest.raises(TruncatedFileError) as info:
+            for frame in reader:
+                seen.append(frame)
+        assert reader._shared is not None
+        assert len(seen) == 40 and info.value.frame == 40
+    with dicomframes.open(path, workers=2, decoder="pylibjpeg") as reader:
+        got = []
+        with pytest.raises(IndexError):
+            for frame in reader.iter_frames(iter([0, 1, 2, 10_000, 3])):
+                got.append(frame)
+        assert len(got) == 3
+
+
+def _crash_on_frame_3(fmt, backend, span, data, as_rgb, fallback=None):
+    """Runs in a forked worker: dies on frame 3, as a segfaulting codec would."""
+    from dicomframes.frames.decode import decode_span
+
+    if span.frame == 3:
+        os._exit(1)
+    return decode_span(fmt, backend, span, data, as_rgb, fallback=fallback)
+
+
+def test_a_crashing_worker_is_a_decode_error_and_the_next_iteration_recovers(files, monkeypatch):
+    path = files["jpegls"]
+    expected = _reference(path)
+    before = _resources()
+    with dicomframes.open(path, workers=2, decoder="pylibjpeg") as reader:
+        monkeypatch.setattr(shared_workers, "decode_span", _crash_on_frame_3)  # inherited by the forked workers
+        seen = []
+        with pytest.raises(DecodeError) as info:
+            for frame in reader:
+                seen.append(frame)
+        assert info.value.frame is not None and info.value.frame <= 3 and len(seen) == info.value.frame
+        assert path in str(info.value) and "worker" in str(info.value)
+        monkeypatch.undo()
+        got = list(reader)  # a new pool
+        assert all(np.array_equal(a, b) for a, b in zip(got, expected)) and len(got) == len(expected)
+    _nothing_left(before)
+
+
+@pytest.mark.parametrize("how", ["break", "exception", "close-mid-iteration", "killed-worker", "dropped"])
+def test_nothing_is_left_behind(files, how):
+    path = files["jpegls"]
+    before = _resources()
+    reader = dicomframes.open(path, workers=2, decoder="pylibjpeg")
+    if how == "break":
+        for k, _ in enumerate(reader):
+            if k == 10:
+                break
+        assert len(list(reader)) == FRAMES  # the pool, reused, is idle and whole
+    elif how == "exception":
+        with pytest.raises(ZeroDivisionError):
+            for k, _ in enumerate(reader):
+                if k == 10:
+                    1 / 0
+    elif how == "close-mid-iteration":
+        it = iter(reader)
+        next(it)
+        reader.close()
+        it.close()
+    elif how == "killed-worker":
+        it = iter(reader)
+        next(it)
+        os.kill(reader._shared.pids[0], signal.SIGKILL)
+        with pytest.raises(DecodeError, match="died"):
+            for _ in it:
+                pass
+    elif how == "dropped":
+        it = iter(reader)
+        next(it)
+        del it
+        del reader
+        gc.collect()
+        reader = None
+    if reader is not None:
+        reader.close()
+    _nothing_left(before)
