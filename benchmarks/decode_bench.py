@@ -118,7 +118,7 @@ def write(path: str, codec: str, frames: int, size: int) -> None:
 def run_one(kind: str, path: str, workers: int) -> dict:
     # Imports happen once per process, not per file: outside the timing. Each
     # kind imports only what it uses (peak RSS is measured too).
-    if kind.startswith(("dicomframes", "floor")):
+    if kind.startswith(("dicomframes", "floor", "readinto")):
         import dicomframes
     elif kind.startswith("pydicom"):
         from pydicom.pixels import iter_pixels

@@ -62,7 +62,7 @@ def _nothing_left(before) -> None:
 
 
 @pytest.mark.parametrize("name", ["jpegls", "j2k"])
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("workers", [2, 3])
 def test_frames_equal_inline_decoding(files, name, workers):
     expected = _reference(files[name])
     n = len(expected)
@@ -170,3 +170,40 @@ def test_nothing_is_left_behind(files, how):
     if reader is not None:
         reader.close()
     _nothing_left(before)
+
+
+def test_remote_files_are_fetched_here_in_few_requests(nginx, remote_dir):
+    """Workers reading a few frames each would multiply a remote file's requests:
+    there the calling process fetches (an executor's processes decode)."""
+    url = f"{nginx.url}/walked_fragments.dcm"
+    expected = _reference(remote_dir / "walked_fragments.dcm")
+    with dicomframes.open(url, workers=2, decoder="pylibjpeg") as reader:
+        got = list(reader)
+        assert reader._shared is None and reader.stats["requests"] <= 10
+    assert len(got) == len(expected) and all(np.array_equal(a, b) for a, b in zip(got, expected))
+
+
+def _iterate_in_a_daemon(path, queue):
+    with dicomframes.open(path, workers=2, decoder="pylibjpeg") as reader:
+        frames = list(reader)
+        queue.put((len(frames), reader._shared is None, reader._processes is None))
+
+
+def test_a_daemonic_process_decodes_on_its_own_thread(files):
+    """A data loader's workers are daemons, which may not start processes."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_iterate_in_a_daemon, args=(files["jpegls"], queue), daemon=True)
+    child.start()
+    assert queue.get(timeout=60) == (FRAMES, True, True)
+    child.join(30)
+    assert child.exitcode == 0
+
+
+def test_workers_1_starts_no_process(files):
+    with dicomframes.open(files["jpegls"], workers=1, decoder="pylibjpeg") as reader:
+        assert len(list(reader)) == FRAMES
+        assert reader._shared is None and reader._processes is None
+

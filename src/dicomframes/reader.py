@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import builtins
 import logging
+import multiprocessing
 import os
 from collections.abc import Collection
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -534,12 +535,12 @@ class Reader:
         pool: Executor | None = None
         own_pool: ThreadPoolExecutor | None = None
         pickled = False
-        if (backend is not None and not backend.releases_gil and not backend.cheap
-                and _count(wanted) >= PROCESS_POOL_MIN_FRAMES and self._shares()
-                and (workers > 1 or available_cores() > 1)):
-            # The required decoders hold the GIL: processes that read and decode their
-            # frames themselves, into shared memory, while this one only collects them
-            # (so one worker, too, has a core to itself where there are two).
+        # Processes for decoders that hold the GIL, unless this process may have none
+        # (a data loader's workers are daemons).
+        processes = (backend is not None and not backend.releases_gil and not backend.cheap
+                     and _count(wanted) >= PROCESS_POOL_MIN_FRAMES and not multiprocessing.current_process().daemon)
+        if workers > 1 and processes and self._shares():
+            # Processes that read and decode their frames themselves, into shared memory.
             yield from self._iterate_shared(located(), workers, chosen, budget, decoded_bytes)
             if bad:
                 raise bad[0]
@@ -548,7 +549,7 @@ class Reader:
             if backend.releases_gil:
                 pool = own_pool = ThreadPoolExecutor(workers, thread_name_prefix="dicomframes-decode")
                 decode = partial(decode_chunk, decode)
-            elif not backend.cheap and _count(wanted) >= PROCESS_POOL_MIN_FRAMES:
+            elif processes:
                 # Elsewhere (no fork): an executor's processes, started lazily.
                 if self._processes is None:
                     self._processes = ProcessPool(workers)
@@ -573,9 +574,11 @@ class Reader:
         return self.iter_frames()
 
     def _shares(self) -> bool:
-        """Whether worker processes may read and decode frames themselves into shared memory
-        (not where the index rechecks what is read: the workers read without it)."""
-        return shared_workers.available() and not self.index.rechecks and self.shared_workers
+        """Whether worker processes may read and decode frames themselves into shared memory:
+        local files (a remote file is fetched here in few large requests, which workers reading
+        a few frames each would multiply), and not where the index rechecks what is read."""
+        return (self.shared_workers and shared_workers.available() and not self._data_source.remote
+                and not self.index.rechecks)
 
     def _iterate_shared(self, frames: Iterator[int], workers: int, decoder: str | None, budget: int,
                         decoded_bytes: int) -> Iterator[np.ndarray]:
