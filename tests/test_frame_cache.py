@@ -206,3 +206,26 @@ def test_threads_share_a_cache_safely(tmp_path):
             t.join()
     assert not errors
     assert cache.stats()["hits"] > 0
+
+
+def test_a_remote_tiles_second_decode_costs_no_request(nginx, remote_dir):
+    """The doorkeeper keeps a tile on its second decode; for a remote file its encoded
+    bytes were kept at the first, so that second decode reads nothing."""
+    pyramid = write_pyramid(remote_dir / "cached-slide", width=1024, height=768, levels=1, tile_size=(128, 128),
+                            codec="jpeg")
+    path = pyramid.levels[0].paths[0]
+    url = f"{nginx.url}/cached-slide/{path.name}"
+    cache = FrameCache(64 << 20)
+    with dicomframes.open(url, tile_cache=cache) as reader, dicomframes.open(path, tile_cache=False) as local:
+        expected = local.read_region((100, 100), (300, 300))
+        first = reader.read_region((100, 100), (300, 300))
+        after_first = dict(reader.stats)
+        second = reader.read_region((100, 100), (300, 300))  # decoded again, from the kept bytes
+        assert reader.stats["requests"] == after_first["requests"]
+        third = reader.read_region((100, 100), (300, 300))  # now decoded frames
+        assert reader.stats["tile_cache_hits"] - after_first["tile_cache_hits"] == 16
+        assert reader.stats["requests"] == after_first["requests"]
+        for region in (first, second, third):
+            assert np.array_equal(region, expected)
+        assert cache.nbytes <= cache.max_bytes
+    assert len(cache) == 0

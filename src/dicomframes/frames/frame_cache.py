@@ -13,6 +13,10 @@ DeepZoom tiles) then hold no memory and evict nothing, and memory that is
 held was asked for twice. Touching fresh memory costs: a cold process reading
 disjoint regions ran 26% slower when every tile was kept.
 
+Readers of remote files also keep each frame's encoded bytes (`put_encoded`,
+admitted at once: about a tenth of the decoded size), so the second decode of a
+tile, the one that keeps it, costs no request.
+
 Cached arrays are read-only: they are handed out again, to anyone.
 """
 
@@ -23,7 +27,7 @@ import os
 import threading
 import weakref
 from collections import OrderedDict
-from typing import Hashable
+from typing import Any, Hashable
 
 import numpy as np
 
@@ -49,21 +53,23 @@ class FrameCache:
         self.max_bytes = int(max_bytes)
         self.second_chance = second_chance
         self._seen: OrderedDict[Hashable, None] = OrderedDict()
-        self._items: OrderedDict[Hashable, np.ndarray] = OrderedDict()
+        self._items: OrderedDict[Hashable, np.ndarray | bytes] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
         self.hits = self.misses = self.evictions = 0
         _instances.add(self)
 
-    def get(self, key: Hashable) -> np.ndarray | None:
+    def get(self, key: Hashable, *, count: bool = True) -> Any:
+        """The value kept under `key` (now the most recently used), or None;
+        `count`: in `hits` and `misses`."""
         with self._lock:
-            array = self._items.get(key)
-            if array is None:
-                self.misses += 1
+            value = self._items.get(key)
+            if value is None:
+                self.misses += count
                 return None
             self._items.move_to_end(key)
-            self.hits += 1
-            return array
+            self.hits += count
+            return value
 
     def put(self, key: Hashable, array: np.ndarray) -> np.ndarray:
         """Keep `array` (made read-only; copied first when it is a view into a
@@ -82,23 +88,32 @@ class FrameCache:
         if not array.flags.owndata and (array.base is None or getattr(array.base, "nbytes", 0) != array.nbytes):
             array = array.copy()
             array.flags.writeable = False
+        self._keep(key, array)
+        return array
+
+    def put_encoded(self, key: Hashable, data: bytes) -> None:
+        """Keep a frame's encoded bytes (a copy of them: `data` may be a view
+        into a larger read), admitted at once."""
+        if len(data) <= self.max_bytes:
+            self._keep(key, bytes(data))
+
+    def _keep(self, key: Hashable, value: np.ndarray | bytes) -> None:
         with self._lock:
             old = self._items.pop(key, None)
             if old is not None:
-                self._bytes -= old.nbytes
-            self._items[key] = array
-            self._bytes += array.nbytes
+                self._bytes -= _size(old)
+            self._items[key] = value
+            self._bytes += _size(value)
             while self._bytes > self.max_bytes:
                 _, dropped = self._items.popitem(last=False)
-                self._bytes -= dropped.nbytes
+                self._bytes -= _size(dropped)
                 self.evictions += 1
-        return array
 
     def drop(self, owner: int) -> None:
         """Forget every entry whose key starts with `owner` (a closed reader's)."""
         with self._lock:
             for key in [k for k in self._items if isinstance(k, tuple) and k and k[0] == owner]:
-                self._bytes -= self._items.pop(key).nbytes
+                self._bytes -= _size(self._items.pop(key))
 
     def clear(self) -> None:
         with self._lock:
@@ -123,6 +138,10 @@ class FrameCache:
 
     def __reduce__(self):  # a cache never travels: the other process gets its own, empty
         return (_new_cache, (self.max_bytes, self.second_chance))
+
+
+def _size(value: np.ndarray | bytes) -> int:
+    return value.nbytes if isinstance(value, np.ndarray) else len(value)
 
 
 def _new_cache(max_bytes: int, second_chance: bool) -> FrameCache:
