@@ -207,3 +207,16 @@ def test_workers_1_starts_no_process(files):
         assert len(list(reader)) == FRAMES
         assert reader._shared is None and reader._processes is None
 
+
+
+def test_workers_killed_while_idle_end_the_next_iteration_with_an_error(files):
+    with dicomframes.open(files["jpegls"], workers=2, decoder="pylibjpeg") as reader:
+        assert len(list(reader)) == FRAMES
+        pool = reader._shared
+        for pid in pool.pids:
+            os.kill(pid, signal.SIGKILL)
+        for proc in pool.procs:
+            proc.join(10)
+        with pytest.raises(DecodeError, match="died"):
+            list(reader)
+        assert len(list(reader)) == FRAMES  # new workers

@@ -178,7 +178,8 @@ class SharedDecoder:
         def dispatch() -> None:
             nonlocal seq_in, task_id, exhausted, ended
             while not exhausted:
-                idle = [c for c in self.conns if busy[c] < _QUEUED]
+                alive = [c for c, p in zip(self.conns, self.procs) if p.exitcode is None]
+                idle = [c for c in alive if busy[c] < _QUEUED]
                 if not idle or len(free) < min(chunk, self.slots // max(1, len(self.conns))):
                     return
                 conn = min(idle, key=lambda c: busy[c])
@@ -201,9 +202,16 @@ class SharedDecoder:
                 if not items:
                     return
                 task_id += 1
+                try:
+                    conn.send((task_id, items))
+                except OSError:  # the worker died since it was chosen: its frames fail, in order
+                    self.broken = True
+                    for (slot, span), s in zip(items, seqs):
+                        done[s] = (slot, None, None, DecodeError(
+                            "a decoding worker process died", path=name, frame=span.frame, offset=span.offset))
+                    return
                 owner[task_id] = (conn, seqs)
                 busy[conn] += 1
-                conn.send((task_id, items))
 
         def receive() -> None:
             if self.broken and not self.procs:
@@ -238,7 +246,8 @@ class SharedDecoder:
                         if ended is not None:
                             raise ended
                         return
-                    continue  # pragma: no cover - dispatch always hands out work when slots are free
+                    receive()  # nothing could be handed out: no worker is left (raises), never a busy loop
+                    continue
                 while seq_out not in done:
                     receive()
                     dispatch()
