@@ -439,20 +439,20 @@ class Reader:
             spans = [self._span(k) for k in missing]
             # A remote file's encoded frames are kept too: the second decode (the one
             # that keeps the frame) then costs no request.
-            keep_encoded = cache is not None and self._source.remote
+            kept = cache if cache is not None and self._source.remote else None
             blobs: dict[FrameSpan, FrameBytes] = {}
-            if keep_encoded:
+            if kept is not None:
                 for span in spans:
-                    held = cache.get((token, span.frame, "encoded"), count=False)
+                    held = kept.get((token, span.frame, "encoded"), count=False)
                     if held is not None:
                         blobs[span] = held
             fetched = [s for s in spans if s not in blobs]
             if fetched:
                 got = self._frames.read_many(fetched, self.policy)
                 blobs.update(got)
-                if keep_encoded:
+                if kept is not None:
                     for span, data in got.items():
-                        cache.put_encoded((token, span.frame, "encoded"), data)
+                        kept.put_encoded((token, span.frame, "encoded"), data)
             backend = self.backend
             if len(spans) > 1 and backend is not None and backend.releases_gil and (self.workers or 2) > 1:
                 arrays = list(decode_threads().map(lambda s: self._decode(s, blobs[s]), spans))

@@ -91,7 +91,7 @@ class FrameCache:
         self._keep(key, array)
         return array
 
-    def put_encoded(self, key: Hashable, data: bytes) -> None:
+    def put_encoded(self, key: Hashable, data: bytes | memoryview) -> None:
         """Keep a frame's encoded bytes (a copy of them: `data` may be a view
         into a larger read), admitted at once."""
         if len(data) <= self.max_bytes:
