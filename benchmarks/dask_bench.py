@@ -1,12 +1,14 @@
-"""Whole-file mean with Dask on a 2-worker LocalCluster vs in-process iteration.
+"""Means of files with Dask on a 2-worker LocalCluster vs in-process iteration.
 
 For each file and each storage (the local disk; HTTP from nginx on 127.0.0.1,
 if nginx is installed) it measures frames per second of the mean of every
-pixel of the file, computed
+pixel of the file (``--reduce all``, the default) or of each frame
+(``--reduce frame``), computed
 
 - in-process: ``for frame in reader.iter_frames()`` (decoding on the machine's
   cores: threads or worker processes, as the reader chooses), and
-- on a cluster: ``dicomframes.to_dask(src).mean().compute()`` on a
+- on a cluster: ``dicomframes.to_dask(src).mean().compute()`` (or
+  ``.mean(axis=(1, 2, 3))``) on a
   ``LocalCluster(n_workers=2, threads_per_worker=1, processes=True)``,
 
 and the bytes each moved from storage, opening included (in-process: the
@@ -20,6 +22,8 @@ in-process rate (target >= 0.8 on 2 cores), bytes over the file's size
 
     python benchmarks/dask_bench.py            # about 3 minutes on 2 cores
     python benchmarks/dask_bench.py --quick    # under a minute
+    # issue 16's job: 256x256 RGB JPEG (imagecodecs), per-frame means, 20 chunks
+    python benchmarks/dask_bench.py --files jpeg --reduce frame --chunks 20 --frames 2000 20000
     python benchmarks/dask_bench.py --clusters default,no-trim   # also workers without
                                                # Dask's MALLOC_TRIM_THRESHOLD_ setting
 """
@@ -88,24 +92,29 @@ class InProcess:
         for _ in self.reader.iter_frames(range(min(64, len(self.reader)))):  # warm: pools started
             pass
 
-    def run(self) -> tuple[float, int, float, float]:
-        """Seconds, bytes moved (opening included), the mean, CPU seconds."""
+    def run(self, per_frame: bool) -> tuple[float, int, float, float]:
+        """Seconds, bytes moved (opening included), the mean (of the frames' means
+        where `per_frame`), CPU seconds."""
         reader = self.reader
         before = reader.stats["bytes"]
         cpu = cpu_seconds()
         start = time.perf_counter()
-        total = 0.0
-        for frame in reader.iter_frames():
-            total += float(frame.sum(dtype=np.float64))
+        if per_frame:
+            means = [frame.mean(dtype=np.float64) for frame in reader.iter_frames()]
+            mean = float(np.mean(means))
+        else:
+            total = 0.0
+            for frame in reader.iter_frames():
+                total += float(frame.sum(dtype=np.float64))
+            mean = total / (len(reader) * int(np.prod(reader.format.shape)))
         seconds = time.perf_counter() - start
-        mean = total / (len(reader) * int(np.prod(reader.format.shape)))
         return seconds, self.opening + reader.stats["bytes"] - before, mean, cpu_seconds() - cpu
 
     def close(self) -> None:
         self.reader.close()
 
 
-def on_cluster(client, src: str, frames_per_chunk: int, log=None) -> tuple[float, int, float, float]:
+def on_cluster(client, src: str, frames_per_chunk: int, per_frame: bool, log=None) -> tuple[float, int, float, float]:
     """Seconds (opening included), bytes moved (opening included: nginx's log for HTTP,
     else the client's reader plus every worker's `io_stats`), the mean, CPU seconds."""
     from dicomframes import Reader
@@ -115,7 +124,10 @@ def on_cluster(client, src: str, frames_per_chunk: int, log=None) -> tuple[float
     cpu = cpu_seconds()
     start = time.perf_counter()
     arr = dicomframes.to_dask(src, frames_per_chunk=frames_per_chunk)
-    mean = float(arr.mean(dtype=np.float64).compute(scheduler=client))
+    if per_frame:
+        mean = float(np.mean(arr.mean(axis=tuple(range(1, arr.ndim)), dtype=np.float64).compute(scheduler=client)))
+    else:
+        mean = float(arr.mean(dtype=np.float64).compute(scheduler=client))
     seconds = time.perf_counter() - start
     cpu = cpu_seconds() - cpu
     if log is not None:
@@ -139,6 +151,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller files, one run each")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--frames-per-chunk", type=int, default=64)
+    parser.add_argument("--chunks", type=int, help="chunks per file instead of --frames-per-chunk")
+    parser.add_argument("--reduce", choices=["all", "frame"], default="all",
+                        help="the mean of the whole file, or of each frame")
+    parser.add_argument("--files", nargs="+", choices=["jpegls", "rle", "native", "jpeg"],
+                        default=["jpegls", "rle", "native"], help="kinds of file to measure")
+    parser.add_argument("--frames", type=int, nargs="+",
+                        help="frames of the jpeg file(s) (default 2000, 400 with --quick)")
     parser.add_argument("--clusters", default="default",
                         help="comma-separated cluster configurations to run, of: " + ", ".join(CONFIGS)
                         + " (no-trim: workers started without Dask's MALLOC_TRIM_THRESHOLD_=65536)")
@@ -154,15 +173,28 @@ def main() -> None:
     from distributed import Client, LocalCluster
 
     files = {
-        # name: write_sample arguments
-        "jpegls 512x512": dict(frames=n // 2, rows=512, columns=512, syntax="jpegls"),
-        "rle 512x512 rgb": dict(frames=n // 4, rows=512, columns=512, samples_per_pixel=3, syntax="rle"),
-        "rle 256x256": dict(frames=n, rows=256, columns=256, syntax="rle"),
-        "native 512x512": dict(frames=n // 2, rows=512, columns=512, syntax="native"),
+        # name: (kind, write_sample arguments)
+        "jpegls 512x512": ("jpegls", dict(frames=n // 2, rows=512, columns=512, syntax="jpegls")),
+        "rle 512x512 rgb": ("rle", dict(frames=n // 4, rows=512, columns=512, samples_per_pixel=3, syntax="rle")),
+        "rle 256x256": ("rle", dict(frames=n, rows=256, columns=256, syntax="rle")),
+        "native 512x512": ("native", dict(frames=n // 2, rows=512, columns=512, syntax="native")),
     }
+    files = {name: kw for name, (kind, kw) in files.items() if kind in args.files}
+    if "jpeg" in args.files:
+        for count in args.frames or [n]:
+            files[f"jpeg 256x256 rgb {count}"] = dict(frames=count, jpeg=True)
+    per_frame = args.reduce == "frame"
     rows: list[Row] = []
     with tempfile.TemporaryDirectory() as root:
-        paths = {name: write_sample(os.path.join(root, name.replace(" ", "_") + ".dcm"), **kw) for name, kw in files.items()}
+        paths = {}
+        for name, kw in files.items():
+            path = os.path.join(root, name.replace(" ", "_") + ".dcm")
+            if kw.get("jpeg"):
+                from measure import write_jpeg_file  # imagecodecs encodes it
+
+                paths[name] = str(write_jpeg_file(path, kw["frames"], 256))
+            else:
+                paths[name] = write_sample(path, **kw)
         nginx = None
         if find_nginx():
             nginx = NginxServer(root, os.path.join(root, "nginx")).start()
@@ -187,15 +219,16 @@ def main() -> None:
                 if nginx is not None:
                     storages.append(("http", f"{nginx.url}/{os.path.basename(path)}", nginx))
                 for storage, src, log in storages:
+                    fpc = -(-frames // args.chunks) if args.chunks else args.frames_per_chunk
                     local = InProcess(src)
                     for client in clients.values():
-                        on_cluster(client, src, args.frames_per_chunk)  # warm: every worker's decoder imported
+                        on_cluster(client, src, fpc, per_frame)  # warm: every worker's decoder imported
                     best = {k: (float("inf"), 0, 0.0, 0.0) for k in ["in-process", *clients]}
                     try:
                         for _ in range(repeat):  # interleaved: all see the same machine
-                            best["in-process"] = min(best["in-process"], local.run())
+                            best["in-process"] = min(best["in-process"], local.run(per_frame))
                             for c, client in clients.items():
-                                best[c] = min(best[c], on_cluster(client, src, args.frames_per_chunk, log))
+                                best[c] = min(best[c], on_cluster(client, src, fpc, per_frame, log))
                     finally:
                         local.close()
                     for k, (seconds, nbytes, mean, cpu) in best.items():
@@ -213,7 +246,8 @@ def main() -> None:
             if nginx is not None:
                 nginx.stop()
 
-    print(f"\n{os.cpu_count()} cores; frames_per_chunk={args.frames_per_chunk}; best of {repeat}\n")
+    chunking = f"{args.chunks} chunks per file" if args.chunks else f"frames_per_chunk={args.frames_per_chunk}"
+    print(f"\n{os.cpu_count()} cores; {chunking}; mean of each {'frame' if per_frame else 'file'}; best of {repeat}\n")
     print("| file | storage | method | frames | frames/s | CPU ms / frame | MB moved | bytes / file |")
     print("|---|---|---|---:|---:|---:|---:|---:|")
     for r in rows:

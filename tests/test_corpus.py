@@ -175,3 +175,27 @@ def test_encoded_frame_is_the_codestream():
     expected = list(generate_frames(ds.PixelData, number_of_frames=ds.NumberOfFrames))
     with dicomframes.open(path) as reader:
         assert [reader.encoded_frame(i) for i in range(len(reader))] == expected
+
+
+def _decodable(path: str) -> bool:
+    name = os.path.basename(path)
+    if name in PARTIAL_FILES or name in PYDICOM_CANNOT_DECODE:
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _pydicom_frames(path) not in (None, -1)
+
+
+@pytest.mark.parametrize("decoder", [None, "pylibjpeg"])
+@pytest.mark.parametrize("path", [p for p in CORPUS if _decodable(p)],
+                         ids=[os.path.basename(p) for p in CORPUS if _decodable(p)])
+def test_read_into_equals_frames(path, decoder):
+    """Frames written into a caller's array (decoded in place where the backend can: the
+    default imagecodecs one) equal the frames `frame(i)` returns, with each decoder."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with dicomframes.open(path, decoder=decoder) as reader:
+            want = np.stack([reader.frame(i) for i in range(len(reader))])
+            out = np.full((len(reader), *reader.format.shape), 3, dtype=reader.format.dtype)
+            reader.read_into(range(len(reader)), out)
+    np.testing.assert_array_equal(out, want, err_msg=os.path.basename(path))

@@ -58,7 +58,7 @@ def no_eoi_file(tmp_path):
 
 
 def _raising(message: str):
-    def decode(src, ctx, params):
+    def decode(src, ctx, params, out=None):  # `out`: backends that decode into place are given it
         raise RuntimeError(message)
     return decode
 

@@ -386,13 +386,35 @@ class Reader:
                 hint="read fewer frames at a time (reader[a:b], reader.iter_frames(...)), or raise the limit: "
                 f"dicomframes.Reader.max_array_bytes = {nbytes} (or on this reader only)",
             )
-        out: np.ndarray | None = None
-        for k, frame in enumerate(self.iter_frames(indices)):
-            if out is None:
-                out = np.empty((count, *frame.shape), dtype=frame.dtype)
-            out[k] = frame
-        if out is None:
-            out = np.empty((0, *f.shape), dtype=f.dtype)
+        return self.read_into(indices, np.empty((count, *f.shape), dtype=f.dtype))
+
+    def read_into(
+        self,
+        indices: Iterable[int],
+        out: np.ndarray,
+        *,
+        workers: int | None = None,
+        decoder: str | None = None,
+        max_inflight: int | None = None,
+    ) -> np.ndarray:
+        """Frames of `indices` written into `out` (``out[k]`` the k-th), which is returned.
+
+        `out` is an array of shape ``(len(indices), *reader.format.shape)`` and
+        dtype ``reader.format.dtype`` that the caller owns and may reuse: a
+        batch buffer of a training loop, pinned memory, a Dask chunk. Frames are
+        read as by `iter_frames` (same arguments), and where the decoder can
+        (imagecodecs' JPEG, JPEG-LS, JPEG 2000 and HTJ2K on unsigned data)
+        decoded straight into their place in `out`, with no array per frame.
+        """
+        self.check_open()
+        wanted = indices if isinstance(indices, Collection) and not isinstance(indices, Iterator) else list(indices)
+        f = self.format
+        want = (len(wanted), *f.shape)
+        if not isinstance(out, np.ndarray) or out.shape != want or out.dtype != f.dtype or not out.flags.writeable:
+            got = f"{out.shape} {out.dtype}" if isinstance(out, np.ndarray) else type(out).__name__
+            raise ValueError(f"out must be a writeable array of shape {want} and dtype {f.dtype}, not {got}")
+        for _ in self._iterate(wanted, workers, decoder, max_inflight, out):
+            pass
         return out
 
     def _span(self, i: int) -> FrameSpan:
@@ -515,6 +537,11 @@ class Reader:
         at most `max_inflight` bytes (default 64 MiB) are held in flight.
         `decoder` overrides the reader's decoder backend for this iteration.
         """
+        yield from self._iterate(indices, workers, decoder, max_inflight, None)
+
+    def _iterate(self, indices: Iterable[int] | None, workers: int | None, decoder: str | None,
+                 max_inflight: int | None, out: np.ndarray | None) -> Iterator[np.ndarray]:
+        """`iter_frames`; with `out`, the k-th frame is decoded into ``out[k]`` (and yielded)."""
         self.check_open()
         wanted = range(len(self)) if indices is None else indices
         if isinstance(wanted, Collection) and not isinstance(wanted, Iterator):
@@ -556,7 +583,7 @@ class Reader:
                      and _count(wanted) >= PROCESS_POOL_MIN_FRAMES and not multiprocessing.current_process().daemon)
         if workers > 1 and processes and self._shares():
             # Processes that read and decode their frames themselves, into shared memory.
-            yield from self._iterate_shared(located(), workers, chosen, budget, decoded_bytes)
+            yield from self._iterate_shared(located(), workers, chosen, budget, decoded_bytes, out)
             if bad:
                 raise bad[0]
             return
@@ -577,7 +604,7 @@ class Reader:
 
         try:
             yield from iterate(
-                located(), self._frames, policy, decode, pool, depth=depth, pickled=pickled, chunk=chunk,
+                located(), self._frames, policy, decode, pool, depth=depth, pickled=pickled, chunk=chunk, out=out,
             )
             if bad:  # the pipeline's fetch thread has been joined: `bad` is final
                 raise bad[0]
@@ -596,7 +623,7 @@ class Reader:
                 and not self.index.rechecks)
 
     def _iterate_shared(self, frames: Iterator[int], workers: int, decoder: str | None, budget: int,
-                        decoded_bytes: int) -> Iterator[np.ndarray]:
+                        decoded_bytes: int, out: np.ndarray | None) -> Iterator[np.ndarray]:
         chunk = max(1, min(16, (1 << 20) // max(1, decoded_bytes)))  # about 1 MiB of pixels per task
         slots = max(workers, min(budget // 5 // max(1, decoded_bytes), 2 * workers * chunk + chunk))
         pool = self._shared
@@ -607,7 +634,7 @@ class Reader:
         if pool is None:
             job = shared_workers.Job(self._data_source, self.format, decoder, self.as_rgb, self.policy)
             pool = self._shared = shared_workers.SharedDecoder(job, workers, decoded_bytes, slots)
-        yield from pool.iterate((self.index.span(k) for k in frames), chunk, self.path)
+        yield from pool.iterate((self.index.span(k) for k in frames), chunk, self.path, out)
 
     # -- lifetime ------------------------------------------------------------------
     def close(self) -> None:

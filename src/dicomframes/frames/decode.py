@@ -33,8 +33,13 @@ def decode_span(
     as_rgb: bool,
     *,
     fallback: bool | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Decode the bytes of `span` (as read from the data set source).
+
+    With `out` (an array of the frame's shape and dtype, C-contiguous), the
+    frame is written there and `out` returned: decoded straight into it where
+    the backend can (`Backend.decodes_into`), else copied in.
 
     When `backend` fails on the frame, the other installed backends for the
     syntax are tried in preference order (`codecs.fallbacks`), the first
@@ -50,14 +55,15 @@ def decode_span(
     name = fmt.name if backend is None else backend.name
     try:
         if not fmt.ts.encapsulated:
-            return fmt.from_native(data, span, as_rgb)
+            return fmt.from_native(data, span, as_rgb, out)
         src = bytes(unwrap(span, data, fmt.name))
         params = fmt.codestream_parameters(src)
         fmt.check_codestream(params, span.frame)
         assert backend is not None
         ctx = fmt.context(params, as_rgb)
         try:
-            return fmt.from_decoded(backend.decode(src, ctx, params), params, span.frame, as_rgb)
+            decoded = backend.decode(src, ctx, params, out=out) if backend.decodes_into else backend.decode(src, ctx, params)
+            return fmt.from_decoded(decoded, params, span.frame, as_rgb, out)
         except _FATAL:
             raise
         except BaseException as exc:
@@ -67,14 +73,14 @@ def decode_span(
             failures: list[tuple[codecs.Backend, BaseException]] = [(backend, exc)]
             for other in others:
                 try:
-                    out = fmt.from_decoded(other.decode(src, ctx, params), params, span.frame, as_rgb)
+                    result = fmt.from_decoded(other.decode(src, ctx, params), params, span.frame, as_rgb, out)
                 except _FATAL:
                     raise
                 except BaseException as again:
                     failures.append((other, again))
                     continue
                 _log_fallback(fmt, span.frame, [b for b, _ in failures], other, exc)
-                return out
+                return result
             raise DecodeError(
                 "no installed decoder could decode the frame: "
                 + "; ".join(f"{_label(b)}: {_describe(e)}" for b, e in failures),
@@ -141,17 +147,17 @@ def decode_in_worker(fmt: PixelFormat, decoder: str | None, span: FrameSpan, dat
     return decode_span(fmt, backend, span, data, as_rgb, fallback=decoder is None)
 
 
-def decode_chunk(decode_one, items: list[tuple[FrameSpan, bytes]]) -> list:
-    """`decode_one(span, data)` over several frames in one pool task; the list
-    ends early with a failed frame's error."""
-    out: list = []
-    for span, data in items:
+def decode_chunk(decode_one, items: list[tuple[FrameSpan, bytes]], outs: list | None = None) -> list:
+    """`decode_one(span, data)` over several frames in one pool task (each into
+    its array of `outs` where given); the list ends early with a failed frame's error."""
+    results: list = []
+    for k, (span, data) in enumerate(items):
         try:
-            out.append(decode_one(span, data))
+            results.append(decode_one(span, data) if outs is None else decode_one(span, data, out=outs[k]))
         except DicomFramesError as exc:
-            out.append(exc)
+            results.append(exc)
             break
-    return out
+    return results
 
 
 def decode_chunk_in_worker(

@@ -86,8 +86,14 @@ def iterate(
     ahead: int = 2,
     pickled: bool = False,
     chunk: int = 1,
+    out: np.ndarray | None = None,
 ) -> Iterator[np.ndarray]:
     """Yield decoded frames of `indices` (valid frame numbers) of `source`, in order.
+
+    With `out` (one array per index along its first axis), the k-th frame is
+    decoded into ``out[k]``, which is what is yielded: `decode` then also
+    takes ``out=`` (one array) inline, or a list of them for a thread pool; a
+    process pool's frames are copied in.
 
     With a `pool` (threads, or processes when `pickled`), `decode` takes lists
     of up to `chunk` (span, bytes) pairs and returns a list of arrays that
@@ -173,7 +179,8 @@ def iterate(
     fetcher = ThreadPoolExecutor(1, thread_name_prefix="dicomframes-fetch")
     fetches: deque[Future] = deque()
     frames: deque = deque()  # (span, bytes) fetched, not yet handed to decoding
-    running: deque = deque()  # (span, _Part), or (span, bytes) to decode inline, or _Failed
+    running: deque = deque()  # (span, _Part, k), or (span, bytes, k) to decode inline, or _Failed
+    handed = 0  # frames handed to decoding: the next one's place in `out`
 
     def refill_fetches() -> None:
         while not exhausted and len(fetches) < ahead:
@@ -208,7 +215,8 @@ def iterate(
                     frames.clear()
                     running.append(item)
                 elif pool is None:
-                    running.append(item)
+                    running.append((*item, handed))
+                    handed += 1
                 else:
                     # `chunk` frames per task: fewer hand-offs between threads
                     # (or messages between processes) per frame.
@@ -217,15 +225,26 @@ def iterate(
                         group.append(frames.popleft())
                     if pickled:  # copied out of their batch to be pickled
                         group = [(s, bytes(d)) for s, d in group]
-                    future = pool.submit(decode, group)
-                    running.extend((s, _Part(future, k)) for k, (s, _) in enumerate(group))
+                    if out is None or pickled:
+                        future = pool.submit(decode, group)
+                    else:
+                        future = pool.submit(decode, group, [out[handed + k] for k in range(len(group))])
+                    running.extend((s, _Part(future, k), handed + k) for k, (s, _) in enumerate(group))
+                    handed += len(group)
             if not running:
                 return
             item = running.popleft()
             if isinstance(item, _Failed):
                 raise item.exc
-            span, work = item
-            yield work.result(span, source.name) if isinstance(work, _Part) else decode(span, work)
+            span, work, k = item
+            if isinstance(work, _Part):
+                frame = work.result(span, source.name)
+                if out is not None and pickled:
+                    out[k] = frame
+                    frame = out[k]
+                yield frame
+            else:
+                yield decode(span, work) if out is None else decode(span, work, out=out[k])
     finally:
         exhausted = True
         for item in list(running):

@@ -77,6 +77,16 @@ def _ybr_luts() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return _LUTS
 
 
+def store(arr: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """`out` holding `arr`: nothing to copy where a codec decoded into it (`arr`
+    is `out`'s own memory, laid out alike), else a copy."""
+    if arr.shape != out.shape:
+        raise ValueError(f"a frame of shape {arr.shape} does not fit an out array of shape {out.shape}")
+    if not (arr.ctypes.data == out.ctypes.data and arr.strides == out.strides and arr.dtype == out.dtype):
+        np.copyto(out, arr.copy() if np.shares_memory(arr, out) else arr)
+    return out
+
+
 def ybr_full_to_rgb(arr: np.ndarray) -> np.ndarray:
     """YCbCr (full range) -> RGB, identical to pydicom's ``convert_color_space``.
 
@@ -206,7 +216,9 @@ class PixelFormat:
         )
 
     # -- native --------------------------------------------------------------------
-    def from_native(self, data: FrameBytes, span: FrameSpan, as_rgb: bool = True) -> np.ndarray:
+    def from_native(
+        self, data: FrameBytes, span: FrameSpan, as_rgb: bool = True, out: np.ndarray | None = None,
+    ) -> np.ndarray:
         dtype = self.dtype
         stored_bytes = -(-self.native_frame_bits // 8)
         if self.be_swap_ow:
@@ -224,16 +236,16 @@ class PixelFormat:
         pi = self.photometric_interpretation
         if pi == "YBR_FULL_422" and self.bits_allocated != 1:
             # PS3.3 C.7.6.3.1.2: Y1 Y2 Cb Cr -> Y1 Cb Cr Y2 Cb Cr
-            out = np.empty(arr.shape[0] // 2 * 3, dtype=dtype)
-            out[::6] = arr[::4]
-            out[3::6] = arr[1::4]
-            out[1::6] = out[4::6] = arr[2::4]
-            out[2::6] = out[5::6] = arr[3::4]
-            arr, pi = out, "YBR_FULL"
+            full = np.empty(arr.shape[0] // 2 * 3, dtype=dtype)
+            full[::6] = arr[::4]
+            full[3::6] = arr[1::4]
+            full[1::6] = full[4::6] = arr[2::4]
+            full[2::6] = full[5::6] = arr[3::4]
+            arr, pi = full, "YBR_FULL"
         arr = self._reshape(arr, self.planar_configuration)
         if self.keyword == "PixelData" and self.bits_allocated > self.bits_stored:
             arr = shift_out_high_bits(arr, self.bits_allocated - self.bits_stored)
-        return self._colour(arr, pi, as_rgb)
+        return self._colour(arr, pi, as_rgb, out)
 
     # -- encapsulated ----------------------------------------------------------------
     def codestream_parameters(self, src: bytes) -> Params:
@@ -263,7 +275,9 @@ class PixelFormat:
             pi = "RGB"
         return pi
 
-    def from_decoded(self, decoded: Decoded, params: Params, frame: int, as_rgb: bool = True) -> np.ndarray:
+    def from_decoded(
+        self, decoded: Decoded, params: Params, frame: int, as_rgb: bool = True, out: np.ndarray | None = None,
+    ) -> np.ndarray:
         family = self.family
         pi = family.decoded_photometric(decoded.photometric_interpretation or family.photometric(params, self))
         dtype = self.dtype
@@ -293,7 +307,7 @@ class PixelFormat:
             planar = self.planar_configuration if family.pixel_bytes else 0
         arr = self._reshape(arr, planar)
         arr = shift_out_high_bits(arr, family.sign_shift(params, pi, arr.dtype.itemsize, self))
-        return self._colour(arr, pi, as_rgb)
+        return self._colour(arr, pi, as_rgb, out)
 
     # -- shared steps ------------------------------------------------------------------
     def _reshape(self, arr: np.ndarray, planar: int) -> np.ndarray:
@@ -304,9 +318,12 @@ class PixelFormat:
         return arr.reshape(self.samples_per_pixel, self.rows, self.columns).transpose(1, 2, 0)
 
     @staticmethod
-    def _colour(arr: np.ndarray, pi: str, as_rgb: bool) -> np.ndarray:
+    def _colour(arr: np.ndarray, pi: str, as_rgb: bool, out: np.ndarray | None = None) -> np.ndarray:
+        """The finished frame: `arr` in RGB where asked, writeable; in `out` where given."""
         if as_rgb and pi in _YBR and arr.ndim == 3:
-            return ybr_full_to_rgb(arr)
+            arr = ybr_full_to_rgb(arr)
+        if out is not None:
+            return store(arr, out)
         if not arr.flags.writeable:
             arr = arr.copy()
         return arr

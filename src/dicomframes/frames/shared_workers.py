@@ -155,17 +155,20 @@ class SharedDecoder:
     def pids(self) -> list[int]:
         return [p.pid for p in self.procs]
 
-    def iterate(self, spans: Iterable[FrameSpan], chunk: int, name: str) -> Iterator[np.ndarray]:
-        """Decoded frames of `spans`, in order; `spans` may raise (a frame that
-        cannot be located): that error comes after the frames before it."""
+    def iterate(self, spans: Iterable[FrameSpan], chunk: int, name: str,
+                out: np.ndarray | None = None) -> Iterator[np.ndarray]:
+        """Decoded frames of `spans`, in order (the k-th copied into ``out[k]``
+        where `out` is given); `spans` may raise (a frame that cannot be
+        located): that error comes after the frames before it."""
         if not self._lock.acquire(blocking=False):
             raise RuntimeError("this reader's shared decoder is already iterating")
         try:
-            yield from self._iterate(iter(spans), max(1, chunk), name)
+            yield from self._iterate(iter(spans), max(1, chunk), name, out)
         finally:
             self._lock.release()
 
-    def _iterate(self, todo: Iterator[FrameSpan], chunk: int, name: str) -> Iterator[np.ndarray]:
+    def _iterate(self, todo: Iterator[FrameSpan], chunk: int, name: str,
+                 out: np.ndarray | None) -> Iterator[np.ndarray]:
         free = deque(range(self.slots))
         busy = {conn: 0 for conn in self.conns}  # tasks each worker holds
         owner: dict[int, tuple[Connection, list[int]]] = {}  # task -> (worker, its sequence numbers)
@@ -253,13 +256,19 @@ class SharedDecoder:
                     dispatch()
                 slot, shape, dtype, error = done.pop(seq_out)
                 spans.pop(seq_out)
+                k = seq_out
                 seq_out += 1
                 if error is not None:
                     free.append(slot)
                     raise error
                 start = slot * self.slot_bytes
                 count = int(np.prod(shape))
-                frame = np.frombuffer(self.memory, np.dtype(dtype), count, start).reshape(shape).copy()
+                decoded = np.frombuffer(self.memory, np.dtype(dtype), count, start).reshape(shape)
+                if out is None:
+                    frame = decoded.copy()
+                else:
+                    frame = out[k]
+                    np.copyto(frame, decoded)
                 free.append(slot)
                 yield frame
         finally:

@@ -14,9 +14,10 @@ How the graph looks, and why:
 - **Unpickling reads nothing.** A worker that receives the reader opens its
   own file handle or connection lazily and does not read the header again.
 - **Each chunk is one planned read.** A chunk task calls
-  ``reader.iter_frames(range(a, b), workers=1)``: the frames' byte ranges are
-  coalesced into few requests, fetched ahead on one thread and decoded on the
-  task's thread, so a task holds its chunk plus the bytes in flight.
+  ``reader.read_into(range(a, b), chunk, workers=1)``: the frames' byte ranges
+  are coalesced into few requests, fetched ahead on one thread and decoded on
+  the task's thread straight into the chunk, so a task holds its chunk plus
+  the bytes in flight.
 - **The index is complete before the graph is made.** For files without an
   offset table the client walks the item headers once (``to_dask`` does it),
   so workers never walk them again.
@@ -116,9 +117,9 @@ def reset_io_stats() -> None:
 def read_frames(reader: "Reader", start: int, stop: int) -> np.ndarray:
     """Frames ``start..stop-1`` of `reader` stacked into one array (one chunk task)."""
     fmt = reader.format
-    out = np.empty((stop - start,) + tuple(fmt.shape), dtype=fmt.dtype)
-    for k, frame in enumerate(reader.iter_frames(range(start, stop), workers=1)):
-        out[k] = frame
+    # Decoded straight into the chunk where the decoder can: no array per frame to
+    # allocate, copy and free (under Dask's MALLOC_TRIM_THRESHOLD_ each is an mmap).
+    out = reader.read_into(range(start, stop), np.empty((stop - start, *fmt.shape), dtype=fmt.dtype), workers=1)
     _note_io(reader)
     return out
 

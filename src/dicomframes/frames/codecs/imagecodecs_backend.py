@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from dicomframes._dicom.syntaxes import Codec
-from dicomframes.frames.codecs.base import Backend, Decoded, FrameContext
+from dicomframes.frames.codecs.base import Backend, Decoded, FrameContext, decode_target
 
 
 def _as_decoded(arr: np.ndarray, planar: int | None = 0) -> Decoded:
@@ -20,7 +20,7 @@ def _as_decoded(arr: np.ndarray, planar: int | None = 0) -> Decoded:
     return Decoded(arr.reshape(-1).view(np.uint8), bits_allocated=arr.dtype.itemsize * 8, planar_configuration=planar)
 
 
-def _jpeg(src: bytes, ctx: FrameContext, params) -> Decoded:
+def _jpeg(src: bytes, ctx: FrameContext, params, out: np.ndarray | None = None) -> Decoded:
     import imagecodecs
 
     space = "YCBCR" if params.get("components", ctx.samples_per_pixel) == 3 else "GRAYSCALE"
@@ -33,7 +33,7 @@ def _jpeg(src: bytes, ctx: FrameContext, params) -> Decoded:
         # conversion; it differs from it by at most 1, within the lossy tolerance.
         out_space, pi = "RGB", "RGB"
     try:
-        arr = imagecodecs.jpeg8_decode(src, colorspace=space, outcolorspace=out_space)
+        arr = imagecodecs.jpeg8_decode(src, colorspace=space, outcolorspace=out_space, out=decode_target(out, params))
     except Exception:
         if pi is not None:
             raise
@@ -43,19 +43,19 @@ def _jpeg(src: bytes, ctx: FrameContext, params) -> Decoded:
     return decoded
 
 
-def _jpegls(src: bytes, ctx: FrameContext, params) -> Decoded:
+def _jpegls(src: bytes, ctx: FrameContext, params, out: np.ndarray | None = None) -> Decoded:
     import imagecodecs
 
-    return _as_decoded(imagecodecs.jpegls_decode(src))
+    return _as_decoded(imagecodecs.jpegls_decode(src, out=decode_target(out, params)))
 
 
-def _j2k(src: bytes, ctx: FrameContext, params) -> Decoded:
+def _j2k(src: bytes, ctx: FrameContext, params, out: np.ndarray | None = None) -> Decoded:
     import imagecodecs
 
-    return _as_decoded(imagecodecs.jpeg2k_decode(src, planar=False))
+    return _as_decoded(imagecodecs.jpeg2k_decode(src, planar=False, out=decode_target(out, params)))
 
 
-def _htj2k(src: bytes, ctx: FrameContext, params) -> Decoded:
+def _htj2k(src: bytes, ctx: FrameContext, params, out: np.ndarray | None = None) -> Decoded:
     import imagecodecs
 
     # OpenJPH (htj2k_decode) is the fast one, but on irreversible (9/7)
@@ -63,10 +63,10 @@ def _htj2k(src: bytes, ctx: FrameContext, params) -> Decoded:
     # our measurements; OpenJPEG (jpeg2k_decode) matches pylibjpeg exactly.
     if params.get("reversible"):
         try:
-            return _as_decoded(imagecodecs.htj2k_decode(src, planar=False))
+            return _as_decoded(imagecodecs.htj2k_decode(src, planar=False, out=decode_target(out, params)))
         except Exception:
             pass
-    return _j2k(src, ctx, params)
+    return _j2k(src, ctx, params, out)
 
 
 def _rle(src: bytes, ctx: FrameContext, params) -> Decoded:
@@ -79,10 +79,10 @@ def _rle(src: bytes, ctx: FrameContext, params) -> Decoded:
 _PKG = ("imagecodecs",)
 _MOD = ("imagecodecs",)
 IMAGECODECS_BACKENDS = [
-    Backend("imagecodecs", frozenset({Codec.JPEG}), _PKG, _MOD, _jpeg, releases_gil=True),
-    Backend("imagecodecs", frozenset({Codec.JPEGLS}), _PKG, _MOD, _jpegls, releases_gil=True),
-    Backend("imagecodecs", frozenset({Codec.J2K}), _PKG, _MOD, _j2k, releases_gil=True),
-    Backend("imagecodecs", frozenset({Codec.HTJ2K}), _PKG, _MOD, _htj2k, releases_gil=True),
+    Backend("imagecodecs", frozenset({Codec.JPEG}), _PKG, _MOD, _jpeg, releases_gil=True, decodes_into=True),
+    Backend("imagecodecs", frozenset({Codec.JPEGLS}), _PKG, _MOD, _jpegls, releases_gil=True, decodes_into=True),
+    Backend("imagecodecs", frozenset({Codec.J2K}), _PKG, _MOD, _j2k, releases_gil=True, decodes_into=True),
+    Backend("imagecodecs", frozenset({Codec.HTJ2K}), _PKG, _MOD, _htj2k, releases_gil=True, decodes_into=True),
 ]
 # RLE: no faster than pylibjpeg-rle in our measurements, and it crashed on a
 # corrupt segment; available by name (decoder="imagecodecs"), never the default.
