@@ -37,6 +37,9 @@ def files(tmp_path_factory):
                                syntax="jpegls"),
         "j2k": write_sample(str(root / "j2k.dcm"), frames=FRAMES // 2, rows=64, columns=64, syntax="j2k",
                             bits_allocated=16),
+        # RLE: planar samples, cheap to decode (an executor's pool would not pay; these workers do)
+        "rle": write_sample(str(root / "rle.dcm"), frames=FRAMES, rows=64, columns=48, samples_per_pixel=3,
+                            syntax="rle"),
     }
 
 
@@ -61,7 +64,7 @@ def _nothing_left(before) -> None:
     assert fds <= before[0] and children <= before[1] and (threads, shm) == before[2:]
 
 
-@pytest.mark.parametrize("name", ["jpegls", "j2k"])
+@pytest.mark.parametrize("name", ["jpegls", "j2k", "rle"])
 @pytest.mark.parametrize("workers", [2, 3])
 def test_frames_equal_inline_decoding(files, name, workers):
     expected = _reference(files[name])
@@ -74,8 +77,13 @@ def test_frames_equal_inline_decoding(files, name, workers):
             assert len(got) == len(list(order))
             for k, frame in zip(order, got):
                 assert frame.dtype == expected[k].dtype and np.array_equal(frame, expected[k]), k
+                assert frame.strides == expected[k].strides  # laid out alike (RLE: a view of planes, as pydicom's)
             if len(got) >= PROCESS_POOL_MIN_FRAMES:  # shorter runs decode inline
-                assert all(f.flags.owndata and f.flags.writeable for f in got)  # copies: no slot is held
+                # copies: no slot is held (RLE's planar frames are views of their own copy)
+                assert all(f.flags.writeable and (f.flags.owndata or name == "rle" and f.base.flags.owndata)
+                           for f in got)
+                slots = np.frombuffer(reader._shared.memory, np.uint8)
+                assert not any(np.shares_memory(f, slots) for f in got)
 
 
 def test_the_slots_stay_within_the_memory_bound(files):
@@ -220,3 +228,27 @@ def test_workers_killed_while_idle_end_the_next_iteration_with_an_error(files):
         with pytest.raises(DecodeError, match="died"):
             list(reader)
         assert len(list(reader)) == FRAMES  # new workers
+
+
+def test_two_iterations_of_one_reader_at_once(files):
+    """A second iteration while the workers serve the first (another thread's, or the
+    same thread's, interleaved) decodes on its own thread: both give every frame."""
+    expected = _reference(files["rle"])
+    with dicomframes.open(files["rle"], workers=2) as reader:
+        first, second = reader.iter_frames(), reader.iter_frames()
+        got = list(zip(first, second))
+        assert reader._shared is not None and len(got) == len(expected)
+        for (a, b), want in zip(got, expected):
+            assert np.array_equal(a, want) and np.array_equal(b, want)
+        assert reader._shared.claim()  # given back when both ended
+        reader._shared._lock.release()
+        list(reader.iter_frames())  # and used again
+
+
+def test_rle_decodes_in_the_workers_by_default(files):
+    """pylibjpeg-rle (the default RLE decoder) holds the GIL: two workers are processes."""
+    with dicomframes.open(files["rle"], workers=2) as reader:
+        assert reader.backend.name == "pylibjpeg" and reader.backend.cheap
+        out = reader.read_into(range(FRAMES), np.empty((FRAMES, *reader.format.shape), np.uint8))
+        assert reader._shared is not None and len(reader._shared.procs) == 2
+        np.testing.assert_array_equal(out, np.stack(_reference(files["rle"])))

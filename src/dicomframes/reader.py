@@ -579,19 +579,24 @@ class Reader:
         pickled = False
         # Processes for decoders that hold the GIL, unless this process may have none
         # (a data loader's workers are daemons).
-        processes = (backend is not None and not backend.releases_gil and not backend.cheap
+        processes = (backend is not None and not backend.releases_gil
                      and _count(wanted) >= PROCESS_POOL_MIN_FRAMES and not multiprocessing.current_process().daemon)
         if workers > 1 and processes and self._shares():
-            # Processes that read and decode their frames themselves, into shared memory.
-            yield from self._iterate_shared(located(), workers, chosen, budget, decoded_bytes, out)
-            if bad:
-                raise bad[0]
-            return
+            # Processes that read and decode their frames themselves, into shared memory:
+            # nothing pickled, so even cheap decoders (RLE) gain from them. None: they
+            # serve another thread's iteration of this reader, and this one goes on below.
+            tasks = max(1, min(16, (1 << 20) // max(1, decoded_bytes)))  # frames per task: about 1 MiB of pixels
+            shared = self._claim_shared(workers, chosen, budget, decoded_bytes, tasks)
+            if shared is not None:
+                yield from shared.iterate((self.index.span(k) for k in located()), tasks, self.path, out)
+                if bad:
+                    raise bad[0]
+                return
         if workers > 1 and backend is not None:  # native frames: nothing to decode, a pool measured slower
             if backend.releases_gil:
                 pool = own_pool = ThreadPoolExecutor(workers, thread_name_prefix="dicomframes-decode")
                 decode = partial(decode_chunk, decode)
-            elif processes:
+            elif processes and not backend.cheap:
                 # Elsewhere (no fork): an executor's processes, started lazily.
                 if self._processes is None:
                     self._processes = ProcessPool(workers)
@@ -622,19 +627,26 @@ class Reader:
         return (self.shared_workers and shared_workers.available() and not self._data_source.remote
                 and not self.index.rechecks)
 
-    def _iterate_shared(self, frames: Iterator[int], workers: int, decoder: str | None, budget: int,
-                        decoded_bytes: int, out: np.ndarray | None) -> Iterator[np.ndarray]:
-        chunk = max(1, min(16, (1 << 20) // max(1, decoded_bytes)))  # about 1 MiB of pixels per task
+    def _claim_shared(self, workers: int, decoder: str | None, budget: int, decoded_bytes: int,
+                      chunk: int) -> shared_workers.SharedDecoder | None:
+        """This reader's shared-memory workers, claimed for one iteration of `chunk`
+        frames per task (started, or restarted for other settings, where needed);
+        None while another iteration has them."""
         slots = max(workers, min(budget // 5 // max(1, decoded_bytes), 2 * workers * chunk + chunk))
-        pool = self._shared
-        if pool is not None and (pool.broken or len(pool.procs) != workers or pool.slots != slots
-                                 or pool.job.decoder != decoder):
-            pool.close()
-            pool = self._shared = None
-        if pool is None:
-            job = shared_workers.Job(self._data_source, self.format, decoder, self.as_rgb, self.policy)
-            pool = self._shared = shared_workers.SharedDecoder(job, workers, decoded_bytes, slots)
-        yield from pool.iterate((self.index.span(k) for k in frames), chunk, self.path, out)
+        with shared_workers.pools_lock:
+            pool = self._shared
+            if pool is not None and not pool.claim():
+                return None
+            if pool is not None and (pool.broken or len(pool.procs) != workers or pool.slots != slots
+                                     or pool.job.decoder != decoder):
+                pool.close()
+                pool = self._shared = None
+            if pool is None:
+                job = shared_workers.Job(self._data_source, self.format, decoder, self.as_rgb, self.policy)
+                pool = shared_workers.SharedDecoder(job, workers, decoded_bytes, slots)
+                pool.claim()
+                self._shared = pool
+            return pool
 
     # -- lifetime ------------------------------------------------------------------
     def close(self) -> None:

@@ -41,13 +41,26 @@ from dicomframes.errors import DecodeError, DicomFramesError, TruncatedFileError
 from dicomframes.frames import codecs
 from dicomframes.frames.decode import decode_span
 from dicomframes.frames.fetch import fetch
-from dicomframes.frames.pixels import PixelFormat
+from dicomframes.frames.pixels import PixelFormat, store
 from dicomframes.frames.span import FrameSpan
 from dicomframes.io.policy import FetchPolicy
 from dicomframes.io.source import Source
 
 #: tasks a worker holds at once: one decoding, one waiting
 _QUEUED = 2
+
+
+#: held while a reader checks, replaces or starts its pool (briefly; renewed after fork)
+pools_lock = threading.Lock()
+
+
+def _after_fork() -> None:
+    global pools_lock
+    pools_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
 
 
 def available() -> bool:
@@ -67,9 +80,10 @@ class Job:
 
 
 def _serve(job_bytes: bytes, memory: mmap.mmap, slot_bytes: int, conn: Connection) -> None:
-    """A worker: (task, [(slot, span), ...]) in, (task, [(slot, shape, dtype, error), ...]) out."""
+    """A worker: (task, [(slot, span), ...]) in, (task, [(slot, shape, dtype, error, planar), ...]) out."""
     job: Job = pickle.loads(job_bytes)
     backend = codecs.select(job.fmt.ts, job.decoder, job.fmt.name) if job.fmt.ts.encapsulated else None
+    dtype = job.fmt.dtype
     while True:
         try:
             message = conn.recv()
@@ -82,25 +96,30 @@ def _serve(job_bytes: bytes, memory: mmap.mmap, slot_bytes: int, conn: Connectio
         blobs, failed = _read(job, [span for _, span in items])
         for slot, span in items:
             if span not in blobs:
-                out.append((slot, None, None, failed))
+                out.append((slot, None, None, failed, False))
                 continue
             try:
                 frame = decode_span(job.fmt, backend, span, blobs[span], job.as_rgb, fallback=job.decoder is None)
-                if frame.nbytes > slot_bytes:  # pragma: no cover - slots are sized from the format
-                    raise DecodeError(f"a decoded frame of {frame.nbytes} bytes does not fit its slot",
-                                      path=job.fmt.name, frame=span.frame)
-                view = np.ndarray(frame.shape, frame.dtype, buffer=memory, offset=slot * slot_bytes)
-                view[...] = frame
-                out.append((slot, frame.shape, frame.dtype.str, None))
+                planar = _planar(frame)
+                # Planar frames (RLE's) go into the slot as decoded, samples apart: one
+                # memcpy here, not a strided copy costing a quarter of the decode.
+                stored = frame.transpose(2, 0, 1) if planar else frame
+                np.ndarray(stored.shape, dtype, buffer=memory, offset=slot * slot_bytes)[...] = stored
+                out.append((slot, stored.shape, dtype.str, None, planar))
             except DicomFramesError as exc:
-                out.append((slot, None, None, exc))
+                out.append((slot, None, None, exc, False))
             except Exception as exc:  # a decoder's own error type: a DecodeError
                 out.append((slot, None, None, DecodeError(f"{type(exc).__name__}: {exc}", path=job.fmt.name,
-                                                          frame=span.frame, offset=span.offset)))
+                                                          frame=span.frame, offset=span.offset), False))
         try:
             conn.send((task, out))
         except (BrokenPipeError, OSError):
             return
+
+
+def _planar(frame: np.ndarray) -> bool:
+    """A (rows, columns, samples) view of samples stored one plane after another."""
+    return frame.ndim == 3 and not frame.flags.c_contiguous and frame.transpose(2, 0, 1).flags.c_contiguous
 
 
 def _read(job: Job, spans: list[FrameSpan]) -> tuple[dict, DicomFramesError | None]:
@@ -155,13 +174,17 @@ class SharedDecoder:
     def pids(self) -> list[int]:
         return [p.pid for p in self.procs]
 
+    def claim(self) -> bool:
+        """Take the pool for one iteration (`iterate` gives it back); False where
+        another one (another thread's) has it."""
+        return self._lock.acquire(blocking=False)
+
     def iterate(self, spans: Iterable[FrameSpan], chunk: int, name: str,
                 out: np.ndarray | None = None) -> Iterator[np.ndarray]:
         """Decoded frames of `spans`, in order (the k-th copied into ``out[k]``
-        where `out` is given); `spans` may raise (a frame that cannot be
-        located): that error comes after the frames before it."""
-        if not self._lock.acquire(blocking=False):
-            raise RuntimeError("this reader's shared decoder is already iterating")
+        where `out` is given), by a pool the caller has claimed (`claim`) and
+        that is released when the iteration ends; `spans` may raise (a frame
+        that cannot be located): that error comes after the frames before it."""
         try:
             yield from self._iterate(iter(spans), max(1, chunk), name, out)
         finally:
@@ -173,7 +196,7 @@ class SharedDecoder:
         busy = {conn: 0 for conn in self.conns}  # tasks each worker holds
         owner: dict[int, tuple[Connection, list[int]]] = {}  # task -> (worker, its sequence numbers)
         spans: dict[int, FrameSpan] = {}  # sequence -> span, until yielded
-        done: dict[int, tuple] = {}  # sequence -> (slot, shape, dtype, error)
+        done: dict[int, tuple] = {}  # sequence -> (slot, shape, dtype, error, planar)
         ended: BaseException | None = None  # locating a frame failed: after the frames before it
         seq_in = seq_out = task_id = 0
         exhausted = False
@@ -211,7 +234,7 @@ class SharedDecoder:
                     self.broken = True
                     for (slot, span), s in zip(items, seqs):
                         done[s] = (slot, None, None, DecodeError(
-                            "a decoding worker process died", path=name, frame=span.frame, offset=span.offset))
+                            "a decoding worker process died", path=name, frame=span.frame, offset=span.offset), False)
                     return
                 owner[task_id] = (conn, seqs)
                 busy[conn] += 1
@@ -254,7 +277,7 @@ class SharedDecoder:
                 while seq_out not in done:
                     receive()
                     dispatch()
-                slot, shape, dtype, error = done.pop(seq_out)
+                slot, shape, dtype, error, planar = done.pop(seq_out)
                 spans.pop(seq_out)
                 k = seq_out
                 seq_out += 1
@@ -264,11 +287,10 @@ class SharedDecoder:
                 start = slot * self.slot_bytes
                 count = int(np.prod(shape))
                 decoded = np.frombuffer(self.memory, np.dtype(dtype), count, start).reshape(shape)
-                if out is None:
-                    frame = decoded.copy()
+                if out is None:  # planar frames come out as decoding them here gives them: a view
+                    frame = decoded.copy().transpose(1, 2, 0) if planar else decoded.copy()
                 else:
-                    frame = out[k]
-                    np.copyto(frame, decoded)
+                    frame = store(decoded.transpose(1, 2, 0) if planar else decoded, out[k])
                 free.append(slot)
                 yield frame
         finally:

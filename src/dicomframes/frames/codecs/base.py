@@ -53,8 +53,9 @@ class Backend:
     decode: Callable[..., Decoded]
     #: True where the backend releases the GIL (threads decode in parallel)
     releases_gil: bool = False
-    #: decoding costs about as much as moving the frame between processes:
-    #: a process pool would be slower than one thread (measured for RLE)
+    #: decoding costs about as much as pickling the frame between processes:
+    #: an executor's process pool would be slower than one thread (measured
+    #: for RLE); shared-memory workers, which pickle no pixels, are still used
     cheap: bool = False
     #: `decode` takes ``out=``: the array the finished frame goes to (its
     #: shape and dtype, writeable, C-contiguous, or None), which it decodes
