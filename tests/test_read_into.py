@@ -188,3 +188,17 @@ def test_stacking_uses_it(files):
         np.testing.assert_array_equal(reader[3:9], _expected(reader, range(3, 9)))
         np.testing.assert_array_equal(np.asarray(reader), _expected(reader, range(FRAMES)))
         assert reader[5:5].shape == (0, *reader.format.shape)
+
+
+def test_batches_example_runs(tmp_path):
+    """examples/batches.py fills one buffer batch after batch (it checks the first batch itself)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "examples" / "batches.py"
+    done = subprocess.run([sys.executable, str(script), "--frames", "100", "--batch", "24"],
+                          capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "100 frames in" in done.stdout and "batches of 24" in done.stdout
+    assert (tmp_path / "examples" / "output" / "batches.dcm").is_file()
