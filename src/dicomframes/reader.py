@@ -605,7 +605,9 @@ class Reader:
                 decode = partial(decode_chunk_in_worker, fmt, chosen, as_rgb=as_rgb)
             if pool is not None:
                 depth = max(depth, min(2 * workers * chunk, budget // 5 // max(1, decoded_bytes)))
-                chunk = max(1, min(chunk, depth // (2 * workers)))  # every worker busy, one task queued
+                # Every worker busy, one task queued; a short iteration (a batch) is
+                # still shared out among all of them.
+                chunk = max(1, min(chunk, depth // (2 * workers), -(-_count(wanted) // workers)))
 
         try:
             yield from iterate(
