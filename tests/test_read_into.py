@@ -202,3 +202,17 @@ def test_batches_example_runs(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "100 frames in" in done.stdout and "batches of 24" in done.stdout
     assert (tmp_path / "examples" / "output" / "batches.dcm").is_file()
+
+
+@pytest.mark.parametrize("name", ["walked_fragments.dcm", "bot.dcm"])
+def test_remote_frames_into_a_buffer(nginx, remote_dir, name):
+    """Over HTTP (nginx): the same frames as the local file, fetched in planned requests
+    (a 300-frame batch is not 300 requests)."""
+    with dicomframes.open(str(remote_dir / name)) as local:
+        want = _expected(local, range(100, 400))
+    with dicomframes.open(f"{nginx.url}/{name}") as reader:
+        opened = reader.stats["requests"]
+        out = np.empty((300, *reader.format.shape), reader.format.dtype)
+        reader.read_into(range(100, 400), out, workers=2)
+        assert reader.stats["requests"] - opened <= 4
+    np.testing.assert_array_equal(out, want)
