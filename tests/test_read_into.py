@@ -216,3 +216,15 @@ def test_remote_frames_into_a_buffer(nginx, remote_dir, name):
         reader.read_into(range(100, 400), out, workers=2)
         assert reader.stats["requests"] - opened <= 4
     np.testing.assert_array_equal(out, want)
+
+
+@pytest.mark.parametrize("name", ["jpegls-rgb", "j2k-16"])
+def test_executor_workers_fill_out(files, name):
+    """Where frames cannot decode in shared memory (no fork), an executor's processes
+    decode them and each one is copied into its place."""
+    with dicomframes.open(files[name], decoder="pylibjpeg") as reader:
+        reader.shared_workers = False
+        out = np.empty((FRAMES, *reader.format.shape), reader.format.dtype)
+        reader.read_into(range(FRAMES), out, workers=2)
+        assert reader._processes is not None and reader._shared is None  # the executor's pool was used
+        np.testing.assert_array_equal(out, _expected(reader, range(FRAMES)))

@@ -22,6 +22,7 @@ import numpy as np
 
 from dicomframes.errors import DecodeError, DicomFramesError, TruncatedFileError
 from dicomframes.frames.frame_source import FrameSource
+from dicomframes.frames.pixels import store
 from dicomframes.frames.span import FrameBytes, FrameSpan
 from dicomframes.io.policy import FetchPolicy
 
@@ -240,8 +241,7 @@ def iterate(
             if isinstance(work, _Part):
                 frame = work.result(span, source.name)
                 if out is not None and pickled:
-                    out[k] = frame
-                    frame = out[k]
+                    frame = store(frame, out[k])
                 yield frame
             else:
                 yield decode(span, work) if out is None else decode(span, work, out=out[k])
