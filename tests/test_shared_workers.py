@@ -252,3 +252,46 @@ def test_rle_decodes_in_the_workers_by_default(files):
         out = reader.read_into(range(FRAMES), np.empty((FRAMES, *reader.format.shape), np.uint8))
         assert reader._shared is not None and len(reader._shared.procs) == 2
         np.testing.assert_array_equal(out, np.stack(_reference(files["rle"])))
+
+
+_INTERRUPTED = """
+import sys, dicomframes
+with dicomframes.open(sys.argv[1], workers=2) as reader:
+    for rounds in range(10_000):
+        for k, frame in enumerate(reader):
+            if rounds == 0 and k == 40:
+                print(*reader._shared.pids, flush=True)
+"""
+
+
+@pytest.mark.parametrize("group", [True, False], ids=["ctrl-c to the process group", "sigint to the process"])
+def test_an_interrupt_ends_the_iteration_and_its_workers(files, tmp_path, group):
+    """Ctrl-C in a terminal reaches the workers too: they ignore it, the calling process
+    raises KeyboardInterrupt (never a DecodeError about a dead worker), and no worker outlives it."""
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", _INTERRUPTED, files["rle"]], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        assert len(pids) == 2, proc.stderr.read()
+        time.sleep(0.3)  # well inside the iterations
+        if group:
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+        err = proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0 and "KeyboardInterrupt" in err.splitlines()[-1], err
+    # One traceback, the calling process's: no worker died of the signal
+    assert "DecodeError" not in err and err.count("Traceback") == 1 and "decode-worker" not in err, err
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"
+                                              for p in pids):
+        time.sleep(0.05)
+    assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids)

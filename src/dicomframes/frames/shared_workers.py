@@ -29,6 +29,7 @@ import mmap
 import multiprocessing
 import os
 import pickle
+import signal
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -81,6 +82,9 @@ class Job:
 
 def _serve(job_bytes: bytes, memory: mmap.mmap, slot_bytes: int, conn: Connection) -> None:
     """A worker: (task, [(slot, span), ...]) in, (task, [(slot, shape, dtype, error, planar), ...]) out."""
+    # Ctrl-C reaches the whole process group: the calling process handles it (and
+    # closes its workers); a worker dying of it would turn it into a DecodeError.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     job: Job = pickle.loads(job_bytes)
     backend = codecs.select(job.fmt.ts, job.decoder, job.fmt.name) if job.fmt.ts.encapsulated else None
     dtype = job.fmt.dtype
@@ -293,6 +297,11 @@ class SharedDecoder:
                     frame = store(decoded.transpose(1, 2, 0) if planar else decoded, out[k])
                 free.append(slot)
                 yield frame
+        except (KeyboardInterrupt, SystemExit):
+            # Perhaps raised inside a message half read: the pipes are not to be
+            # trusted any more, so no draining (the next iteration starts new workers).
+            self.broken = True
+            raise
         finally:
             # Work already handed out finishes (a few frames): collect it, so that
             # the next iteration starts with every worker idle.
