@@ -585,10 +585,9 @@ class Reader:
             # Processes that read and decode their frames themselves, into shared memory:
             # nothing pickled, so even cheap decoders (RLE) gain from them. None: they
             # serve another thread's iteration of this reader, and this one goes on below.
-            tasks = max(1, min(16, (1 << 20) // max(1, decoded_bytes)))  # frames per task: about 1 MiB of pixels
-            shared = self._claim_shared(workers, chosen, budget, decoded_bytes, tasks)
+            shared = self._claim_shared(workers, chosen, budget, decoded_bytes, chunk)
             if shared is not None:
-                yield from shared.iterate((self.index.span(k) for k in located()), tasks, self.path, out)
+                yield from shared.iterate((self.index.span(k) for k in located()), chunk, self.path, out)
                 if bad:
                     raise bad[0]
                 return

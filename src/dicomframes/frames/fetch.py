@@ -8,9 +8,11 @@ single request of exactly its bytes.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
-from dicomframes.errors import StorageError, TruncatedFileError
+from dicomframes.errors import DicomFramesError, StorageError, TruncatedFileError
 from dicomframes.frames.span import FrameBytes, FrameSpan
 from dicomframes.io.cursor import BlockCache, read_through
 from dicomframes.io.policy import FetchPolicy
@@ -81,6 +83,25 @@ def fetch(
             # A view, not a copy: the request's bytes are held once, until its frames are used.
             out[span] = blob if (rel == 0 and len(blob) == span.length) else view[rel : rel + span.length]
     return out
+
+
+def fetch_present(
+    read: Callable[[list[FrameSpan]], dict[FrameSpan, FrameBytes]], spans: list[FrameSpan],
+) -> tuple[dict[FrameSpan, FrameBytes], DicomFramesError | None]:
+    """``read(spans)`` and None; where the file ends inside them (a partial file),
+    the frames wholly present, read one by one, and the error of the first that
+    is not, so that each frame's error comes at that frame."""
+    try:
+        return read(spans), None
+    except TruncatedFileError:
+        pass
+    blobs: dict[FrameSpan, FrameBytes] = {}
+    for span in spans:
+        try:
+            blobs.update(read([span]))
+        except DicomFramesError as exc:
+            return blobs, exc
+    return blobs, None  # pragma: no cover - the batch failed, so one of its frames does
 
 
 def _check_whole(source: Source, off: int, got: int, span: FrameSpan) -> None:

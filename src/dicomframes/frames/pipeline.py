@@ -20,7 +20,8 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from dicomframes.errors import DecodeError, DicomFramesError, TruncatedFileError
+from dicomframes.errors import DecodeError, DicomFramesError
+from dicomframes.frames.fetch import fetch_present
 from dicomframes.frames.frame_source import FrameSource
 from dicomframes.frames.pixels import store
 from dicomframes.frames.span import FrameBytes, FrameSpan
@@ -149,20 +150,12 @@ def iterate(
         return spans, failed
 
     def read(spans: list[FrameSpan], failed: _Failed | None):
-        out: list[tuple[FrameSpan, FrameBytes] | _Failed]
-        try:
-            blobs = source.read_many(spans, policy)
-            out = [(span, blobs[span]) for span in spans]
-        except TruncatedFileError:
-            # A partial file: fetch frame by frame so that the frames wholly
-            # present are still served and the error comes at its own frame.
-            out = []
-            for span in spans:
-                try:
-                    out.append((span, source.read_many([span], policy)[span]))
-                except TruncatedFileError as exc:
-                    out.append(_Failed(exc))
-                    break
+        # A partial file is read frame by frame: the frames wholly present are
+        # still served and the error comes at its own frame.
+        blobs, error = fetch_present(lambda batch: source.read_many(batch, policy), spans)
+        out: list[tuple[FrameSpan, FrameBytes] | _Failed] = [(span, blobs[span]) for span in spans if span in blobs]
+        if error is not None:
+            out.append(_Failed(error))
         return out + [failed] if failed else out
 
     # One batch at a time: plan and read on the fetch thread. Several: plan

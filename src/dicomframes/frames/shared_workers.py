@@ -38,10 +38,10 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from dicomframes.errors import DecodeError, DicomFramesError, TruncatedFileError
+from dicomframes.errors import DecodeError, DicomFramesError
 from dicomframes.frames import codecs
 from dicomframes.frames.decode import decode_span
-from dicomframes.frames.fetch import fetch
+from dicomframes.frames.fetch import fetch, fetch_present
 from dicomframes.frames.pixels import PixelFormat, store
 from dicomframes.frames.span import FrameSpan
 from dicomframes.io.policy import FetchPolicy
@@ -127,22 +127,12 @@ def _planar(frame: np.ndarray) -> bool:
 
 
 def _read(job: Job, spans: list[FrameSpan]) -> tuple[dict, DicomFramesError | None]:
-    """The spans' bytes in planned reads, and the error that stopped them: a
-    partial file is read frame by frame, so that the frames wholly there are
-    served and the error comes at its own frame (as the pipeline does)."""
+    """The spans' bytes in planned reads, and the error that stopped them (a partial
+    file is read frame by frame, as the pipeline does: `fetch_present`)."""
     try:
-        return fetch(job.source, spans, job.policy), None
-    except TruncatedFileError:
-        pass
-    except DicomFramesError as exc:  # names its frame
+        return fetch_present(lambda batch: fetch(job.source, batch, job.policy), spans)
+    except DicomFramesError as exc:  # the batch failed otherwise: every frame of it with this error
         return {}, exc
-    blobs = {}
-    for span in spans:
-        try:
-            blobs.update(fetch(job.source, [span], job.policy))
-        except DicomFramesError as exc:
-            return blobs, exc
-    return blobs, None  # pragma: no cover - the batch failed, so one of its frames does
 
 
 class SharedDecoder:
