@@ -113,7 +113,9 @@ class _Recording(LocalFileSource):
 
 
 def test_the_first_batch_is_small_so_the_first_frame_comes_soon(tmp_path):
-    path = write_sample(str(tmp_path / "big.dcm"), frames=60, rows=256, columns=256, samples_per_pixel=3, syntax="native")
+    # Encapsulated: the pipeline's batches (native frames of a local file are read
+    # one by one on the calling thread: test_native_reads).
+    path = write_sample(str(tmp_path / "big.dcm"), frames=60, rows=256, columns=256, samples_per_pixel=3, syntax="rle")
     frame_bytes = 256 * 256 * 3
     source = _Recording(path)
     with dicomframes.open(source, workers=1) as reader:

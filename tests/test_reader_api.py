@@ -195,7 +195,10 @@ def test_a_stack_is_one_planned_iteration(hundred):
         for i in range(50, 70):
             one_by_one.frame(i)
         used = [r.stats["requests"] - c for r, c in zip((stacked, iterated, one_by_one), counts)]
-        assert used[0] == used[1] <= used[2]
+        if stacked.format.ts.encapsulated:
+            assert used[0] == used[1] <= used[2]
+        else:  # native frames of a local file are iterated one read each (test_native_reads); a stack is one read
+            assert used == [1, 20, 20]
         if stacked.index.kind != "walked":  # (a walk reads the blocks that frames are then taken from)
             assert used[0] < used[2]
 

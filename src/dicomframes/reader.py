@@ -28,7 +28,7 @@ from dicomframes.errors import (
     InvalidFileError,
     StorageError,
 )
-from dicomframes.frames import codecs, frame_cache, index_file, shared_workers
+from dicomframes.frames import codecs, frame_cache, index_file, native_reads, shared_workers
 from dicomframes.frames.decode import decode_chunk, decode_chunk_in_worker, decode_span
 from dicomframes.frames.frame_cache import FrameCache
 from dicomframes.frames.frame_source import FrameSource, IndexedFrames
@@ -565,6 +565,9 @@ class Reader:
         bad: list[BaseException] = []
 
         def located() -> Iterator[int]:
+            if isinstance(wanted, range) and (not wanted or min(wanted[0], wanted[-1]) >= 0):
+                yield from wanted  # checked above, none negative: frame numbers already
+                return
             # A bad index ends the indices; its error comes once the frames before it are yielded.
             for i in wanted:
                 try:
@@ -573,6 +576,13 @@ class Reader:
                     bad.append(exc)
                     return
                 yield k
+
+        local = native_reads.local_source(self._frames, fmt)
+        if local is not None:  # native frames of a local file: read here, one at a time
+            yield from native_reads.iterate((self.index.span(k) for k in located()), local, fmt, as_rgb, policy, out)
+            if bad:
+                raise bad[0]
+            return
 
         pool: Executor | None = None
         own_pool: ThreadPoolExecutor | None = None

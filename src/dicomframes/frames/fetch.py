@@ -85,6 +85,16 @@ def fetch(
     return out
 
 
+def fetch_into(source: Source, span: FrameSpan, buffer: np.ndarray) -> None:
+    """Read `span` into `buffer` (C-contiguous, `span.length` bytes) with one
+    ``read_into``; a failure names the frame, a short read is `TruncatedFileError`."""
+    try:
+        got = source.read_into(span.offset, [buffer.data])
+    except StorageError as exc:
+        raise _name_frames(exc, [(span.offset, span.length, [span])]) from None
+    _check_whole(source, span.offset, got, span)
+
+
 def fetch_present(
     read: Callable[[list[FrameSpan]], dict[FrameSpan, FrameBytes]], spans: list[FrameSpan],
 ) -> tuple[dict[FrameSpan, FrameBytes], DicomFramesError | None]:

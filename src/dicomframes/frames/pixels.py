@@ -225,6 +225,21 @@ class PixelFormat:
         )
 
     # -- native --------------------------------------------------------------------
+    def native_as_stored(self, as_rgb: bool = True) -> bool:
+        """Whether a native frame's stored bytes are, as they are, the array
+        `from_native` returns (so they can be read straight into it): whole bytes
+        in this machine's order, interleaved samples, no unused high bits, no
+        colour conversion."""
+        dtype = self.dtype
+        return (
+            not self.ts.encapsulated and self.bits_allocated % 8 == 0 and not self.be_swap_ow
+            and (self.ts.little_endian or dtype.itemsize == 1) and dtype.newbyteorder("<") == dtype
+            and (self.samples_per_pixel == 1 or self.planar_configuration == 0)
+            and self.photometric_interpretation != "YBR_FULL_422"
+            and not (self.keyword == "PixelData" and self.bits_allocated > self.bits_stored)
+            and not (as_rgb and self.samples_per_pixel == 3 and self.photometric_interpretation in _YBR)
+        )
+
     def from_native(
         self, data: FrameBytes, span: FrameSpan, as_rgb: bool = True, out: np.ndarray | None = None,
     ) -> np.ndarray:

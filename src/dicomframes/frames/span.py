@@ -19,7 +19,7 @@ FrameBytes = bytes | memoryview
 ITEM_HEADER = struct.Struct("<HHI")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: made for every frame read, at half the cost
 class FrameSpan:
     """The bytes of one frame: a range of the (data set) source.
 
