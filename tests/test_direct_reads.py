@@ -125,3 +125,26 @@ def test_the_first_batch_is_small_so_the_first_frame_comes_soon(tmp_path):
     assert source.sizes[0] <= policy.first_batch_bytes
     assert max(source.sizes[1:]) > policy.first_batch_bytes  # then full batches
     assert sum(source.sizes) <= 60 * frame_bytes  # (the header's read held the first bytes)
+
+
+def test_fetch_into_scratch_reuses_its_memory_after_a_reset(blob):
+    from dicomframes.frames.fetch import Scratch
+
+    data = open(blob, "rb").read()
+    src = LocalFileSource(blob)
+    scratch = Scratch()
+    spans = [FrameSpan(k, 1000 * k, 1000) for k in range(4)]
+    first = fetch(src, spans, FetchPolicy(), scratch=scratch)
+    again = fetch(src, [FrameSpan(9, 9000, 500)], FetchPolicy(), scratch=scratch)  # no reset: elsewhere
+    for span in spans:
+        assert bytes(first[span]) == data[span.offset : span.offset + span.length]
+    assert bytes(next(iter(again.values()))) == data[9000:9500]
+    assert memoryview(first[spans[0]]).obj is not memoryview(next(iter(again.values()))).obj  # it grew
+    owner = memoryview(next(iter(again.values()))).obj
+    scratch.reset()
+    later = fetch(src, spans[:2], FetchPolicy(), scratch=scratch)
+    assert memoryview(later[spans[0]]).obj is owner  # the same memory, read again
+    assert bytes(later[spans[1]]) == data[1000:2000]
+    bigger = fetch(src, [FrameSpan(0, 0, 10_000)], FetchPolicy(), scratch=scratch)  # grows: a new buffer
+    assert bytes(next(iter(bigger.values()))) == data[:10_000]
+    assert bytes(later[spans[1]]) == data[1000:2000]  # views of the old buffer stay valid

@@ -114,6 +114,26 @@ def test_errors_come_at_their_frame(files, tmp_path):
         assert len(got) == 3
 
 
+def test_frames_before_a_cut_in_a_task_are_whole_and_right(files, tmp_path):
+    """A task whose batch runs past the end of a partial file is read frame by
+    frame in the worker (into its scratch memory): each frame its own bytes."""
+    path = files["jpegls"]
+    with dicomframes.open(path, workers=1) as reader:
+        expected = [reader.frame(i) for i in range(len(reader))]
+        cut = reader.index.span(45).offset + 20
+    short = tmp_path / "short.dcm"
+    short.write_bytes(open(path, "rb").read()[:cut])
+    with dicomframes.open(str(short), workers=2, decoder="pylibjpeg") as reader:
+        seen = []
+        with pytest.raises(TruncatedFileError):
+            for frame in reader:
+                seen.append(frame)
+        assert reader._shared is not None
+    assert len(seen) == 45
+    for i, frame in enumerate(seen):
+        np.testing.assert_array_equal(frame, expected[i], err_msg=f"frame {i}")
+
+
 def _crash_on_frame_3(fmt, backend, span, data, as_rgb, fallback=None):
     """Runs in a forked worker: dies on frame 3, as a segfaulting codec would."""
     from dicomframes.frames.decode import decode_span

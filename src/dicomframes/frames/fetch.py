@@ -34,8 +34,34 @@ def plan(spans: list[FrameSpan], policy: FetchPolicy) -> list[tuple[int, int, li
     return requests
 
 
+class Scratch:
+    """Memory that `fetch` reads into again and again, for a caller that is done
+    with what it read before it calls `reset` (a decoding worker, task by task):
+    pages already faulted in, instead of fresh buffers the kernel maps page by
+    page (~60-90 us a 0.8 MB frame on the test VM)."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._used = 0
+
+    def reset(self) -> None:
+        """What was taken before may be overwritten from now on."""
+        self._used = 0
+
+    def take(self, size: int) -> memoryview:
+        """`size` bytes not taken since the last `reset`."""
+        if self._used + size > len(self._buffer):
+            # A new buffer: views of the old one stay valid, and it goes with them.
+            self._buffer = bytearray(max(size, 2 * len(self._buffer)))
+            self._used = 0
+        view = memoryview(self._buffer)[self._used : self._used + size]
+        self._used += size
+        return view
+
+
 def fetch(
-    source: Source, spans: list[FrameSpan], policy: FetchPolicy, cache: BlockCache | None = None
+    source: Source, spans: list[FrameSpan], policy: FetchPolicy, cache: BlockCache | None = None,
+    scratch: Scratch | None = None,
 ) -> dict[FrameSpan, FrameBytes]:
     """The bytes of each span, read with as few requests as the policy allows.
 
@@ -43,7 +69,8 @@ def fetch(
     blocks of the walk over item headers, the bytes that came with the
     header) are taken from there; only the rest is requested. A failed read
     raises `StorageError` naming the frame, a short one `TruncatedFileError`:
-    never a partial frame.
+    never a partial frame. With `scratch`, sources that read into buffers read
+    into it: the bytes returned are valid until its next `reset`.
     """
     if cache is None:
         cache = source.block_cache
@@ -54,13 +81,20 @@ def fetch(
         # frame kept by the caller holds only its own bytes (native frames
         # become arrays over these buffers without another copy).
         rest = []
+        arena = scratch.take(sum(size for _, size, _ in requests)) if scratch is not None else None
+        used = 0
         for off, size, members in requests:
             tiled = all(a.offset + a.length == b.offset for a, b in zip(members, members[1:]))
             if not tiled or source.size is None or off + size > source.size:
                 rest.append((off, size, members))  # overlaps or a short file: the general path
                 continue
-            # Not zero-filled, unlike bytearray; `.data` is the array's memoryview.
-            buffers = [np.empty(span.length, np.uint8).data for span in members]
+            if arena is not None:
+                buffers = []
+                for span in members:
+                    buffers.append(arena[used : used + span.length])
+                    used += span.length
+            else:  # not zero-filled, unlike bytearray; `.data` is the array's memoryview
+                buffers = [np.empty(span.length, np.uint8).data for span in members]
             try:
                 got = source.read_into(off, buffers)
             except StorageError as exc:

@@ -41,7 +41,7 @@ import numpy as np
 from dicomframes.errors import DecodeError, DicomFramesError
 from dicomframes.frames import codecs
 from dicomframes.frames.decode import decode_span
-from dicomframes.frames.fetch import fetch, fetch_present
+from dicomframes.frames.fetch import Scratch, fetch, fetch_present
 from dicomframes.frames.pixels import PixelFormat, store
 from dicomframes.frames.span import FrameSpan
 from dicomframes.io.policy import FetchPolicy
@@ -86,6 +86,7 @@ def _serve(job_bytes: bytes, memory: mmap.mmap, slot_bytes: int, conn: Connectio
     # closes its workers); a worker dying of it would turn it into a DecodeError.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     job: Job = pickle.loads(job_bytes)
+    scratch = Scratch()  # each task's bytes are decoded (copied) before the next task's are read
     backend = codecs.select(job.fmt.ts, job.decoder, job.fmt.name) if job.fmt.ts.encapsulated else None
     dtype = job.fmt.dtype
     while True:
@@ -97,7 +98,8 @@ def _serve(job_bytes: bytes, memory: mmap.mmap, slot_bytes: int, conn: Connectio
             return
         task, items = message
         out: list = []
-        blobs, failed = _read(job, [span for _, span in items])
+        scratch.reset()  # the last task's bytes are decoded and gone
+        blobs, failed = _read(job, [span for _, span in items], scratch)
         for slot, span in items:
             if span not in blobs:
                 out.append((slot, None, None, failed, False))
@@ -126,11 +128,12 @@ def _planar(frame: np.ndarray) -> bool:
     return frame.ndim == 3 and not frame.flags.c_contiguous and frame.transpose(2, 0, 1).flags.c_contiguous
 
 
-def _read(job: Job, spans: list[FrameSpan]) -> tuple[dict, DicomFramesError | None]:
-    """The spans' bytes in planned reads, and the error that stopped them (a partial
-    file is read frame by frame, as the pipeline does: `fetch_present`)."""
+def _read(job: Job, spans: list[FrameSpan], scratch: Scratch | None = None) -> tuple[dict, DicomFramesError | None]:
+    """The spans' bytes in planned reads (into `scratch`: valid until its next
+    reset), and the error that stopped them (a partial file is read frame by
+    frame, as the pipeline does: `fetch_present`)."""
     try:
-        return fetch_present(lambda batch: fetch(job.source, batch, job.policy), spans)
+        return fetch_present(lambda batch: fetch(job.source, batch, job.policy, scratch=scratch), spans)
     except DicomFramesError as exc:  # the batch failed otherwise: every frame of it with this error
         return {}, exc
 
