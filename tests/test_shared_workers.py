@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import gc
 import os
+import platform
 import signal
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -315,3 +318,30 @@ def test_an_interrupt_ends_the_iteration_and_its_workers(files, tmp_path, group)
                                               for p in pids):
         time.sleep(0.05)
     assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids)
+
+
+_FAULTS = """
+import resource, sys
+import numpy as np
+from dicomframes.frames.shared_workers import _keep_frame_memory
+if sys.argv[1] == "kept":
+    _keep_frame_memory(800_000)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(50):  # a worker's frame: its bytes copied out, the decoder's output, their temporaries
+    blocks = [np.empty(800_000, np.uint8) for _ in range(3)]
+    for block in blocks:
+        block.fill(1)
+    del blocks, block
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="tunes glibc's malloc")
+def test_workers_reuse_frame_memory_instead_of_faulting_it_in_again():
+    def faults(mode):
+        out = subprocess.run([sys.executable, "-c", _FAULTS, mode], capture_output=True, text=True, check=True)
+        return int(out.stdout)
+
+    default, kept = faults("default"), faults("kept")
+    assert default > 50 * 100  # glibc's default: the freed blocks trimmed, faulted in again (~195 pages each)
+    assert kept < default / 10
