@@ -135,14 +135,14 @@ def _keep_frame_memory(frame_bytes: int) -> None:
     slot. By default glibc maps blocks over 128 KiB with their own ``mmap``
     and unmaps them on free (or trims freed heap at the top), so every frame's
     buffer is faulted in page by page: for a 512x512 RGB RLE frame that was a
-    third of the decode on the test VM (one worker 0.75-0.82 thousand frames/s,
-    1.0-1.08 with this). Blocks up to 4 frames stay in the heap and freed
+    fifth to a third of the decode on the test VM (one worker 0.69-0.79
+    thousand frames/s, 0.86-1.0 with this). Blocks up to 4 frames stay in the heap and freed
     memory up to 8 frames is kept: a few MB per worker, in processes that are
     ours (Dask tunes its workers' allocator the same way, by environment).
     """
     try:
         mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):  # not glibc (musl has it too; other systems may not)
+    except (OSError, AttributeError):  # no mallopt here (musl's takes these and does nothing)
         return
     threshold = min(32 << 20, max(1 << 20, 4 * frame_bytes))  # glibc takes at most 32 MiB
     mallopt(_M_MMAP_THRESHOLD, threshold)
