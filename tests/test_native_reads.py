@@ -248,3 +248,24 @@ def test_read_into_past_the_frames_pixel_data_holds_fills_those_before(tmp_path)
             reader.read_into(range(12), out)
     assert info.value.frame == 10
     np.testing.assert_array_equal(out[:10], pixels)
+
+
+def test_regular_spans_are_those_the_index_gives(tmp_path):
+    pixels = np.random.default_rng(3).integers(0, 255, (10, 16, 16, 3), dtype=np.uint8)
+    path = _write(tmp_path / "regular.dcm", pixels)
+    with dicomframes.open(path) as reader:
+        start, size, whole = reader.index.regular()
+        assert (size, whole) == (16 * 16 * 3, 10)
+        assert all(reader.index.span(i) == reader.index.span(i).__class__(i, start + i * size, size) for i in range(10))
+    ds = pydicom.dcmread(path)
+    ds.NumberOfFrames = 12  # Pixel Data holds 10 of them
+    ds.save_as(path, enforce_file_format=True)
+    with dicomframes.open(path) as reader:
+        assert reader.index.regular()[2] == 10
+    bits = _write(tmp_path / "bits.dcm", np.zeros((3, 5, 5), np.uint8))
+    ds = pydicom.dcmread(bits)
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 1, 1, 0
+    ds.PixelData = bytes(10)  # 3 frames of 25 bits, one after another
+    ds.save_as(bits, enforce_file_format=True)
+    with dicomframes.open(bits) as reader:
+        assert reader.index.regular() is None  # frames that start inside a byte

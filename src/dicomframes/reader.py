@@ -579,7 +579,7 @@ class Reader:
 
         local = native_reads.local_source(self._frames, fmt)
         if local is not None:  # native frames of a local file: read here, one at a time
-            yield from native_reads.iterate((self.index.span(k) for k in located()), local, fmt, as_rgb, policy, out)
+            yield from native_reads.iterate(located(), self.index, local, fmt, as_rgb, policy, out)
             if bad:
                 raise bad[0]
             return

@@ -192,6 +192,18 @@ class NativeFrameIndex(FrameIndex):
             end += end % 2
         return FrameSpan(i, self.header.pixel_offset + start, end - start, bit_offset=start_bit % 8, skip=skip)
 
+    def regular(self) -> tuple[int, int, int] | None:
+        """(where frame 0 starts, bytes per frame, frames wholly inside Pixel Data's
+        declared length) where frame i's span is simply ``(start + i * size, size)``
+        for each of those: whole bytes, no pairs to swap; else None. A reader of
+        many frames then needs no span object per frame."""
+        if self.frame_bits % 8 or self.be_swap:
+            return None
+        size = self.frame_bits // 8
+        declared = self.header.pixel_length
+        whole = self.number_of_frames if declared is None or not size else min(self.number_of_frames, declared // size)
+        return self.header.pixel_offset, size, whole
+
 
 @dataclass(frozen=True)
 class TableItem:

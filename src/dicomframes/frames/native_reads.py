@@ -13,7 +13,6 @@ readahead.
 
 from __future__ import annotations
 
-from itertools import count
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -21,6 +20,7 @@ import numpy as np
 from dicomframes.errors import DicomFramesError, StorageError
 from dicomframes.frames.fetch import fetch, fetch_into
 from dicomframes.frames.frame_source import FrameSource, IndexedFrames
+from dicomframes.frames.index import FrameIndex, NativeFrameIndex
 from dicomframes.frames.pixels import PixelFormat, store
 from dicomframes.frames.span import FrameSpan
 from dicomframes.io.policy import FetchPolicy
@@ -39,28 +39,43 @@ def local_source(frames: FrameSource, fmt: PixelFormat) -> Source | None:
 
 
 def iterate(
-    spans: Iterable[FrameSpan], source: Source, fmt: PixelFormat, as_rgb: bool, policy: FetchPolicy,
-    out: np.ndarray | None = None,
+    indices: Iterable[int], index: FrameIndex, source: Source, fmt: PixelFormat, as_rgb: bool,
+    policy: FetchPolicy, out: np.ndarray | None = None,
 ) -> Iterator[np.ndarray]:
-    """The frames of `spans` from `source` (see `local_source`), in order; with
-    `out`, the k-th written into ``out[k]`` (and yielded). Errors come at their
-    frame, as from the pipeline."""
+    """The frames of `indices` (valid frame numbers) located by `index` in
+    `source` (see `local_source`), in order; with `out`, the k-th written into
+    ``out[k]`` (and yielded). Errors come at their frame, as from the pipeline."""
     size = source.size
     assert size is not None  # `local_source`
     raw = fmt.native_as_stored(as_rgb)
     shape, dtype = fmt.shape, fmt.dtype
     frame_bytes = fmt.pixels_per_frame * dtype.itemsize
+    # Frames at regular places, read as stored: no span made per frame (half the
+    # fixed cost of a small frame); any failure is taken again the long way.
+    regular = index.regular() if raw and out is None and isinstance(index, NativeFrameIndex) else None
+    if regular is not None and regular[1] == frame_bytes:
+        start, _, whole = regular
+        whole = min(whole, max(0, (size - start) // frame_bytes)) if frame_bytes else 0
+    else:
+        whole = 0
     run: list[tuple[FrameSpan, np.ndarray]] = []  # frames going straight into `out`, one after another in the file
-    todo = iter(spans)
-    for k in count():
+    for k, i in enumerate(indices):
+        if i < whole:
+            arr = np.empty(shape, dtype)
+            try:
+                got = source.read_into(start + i * frame_bytes, [arr.data])
+            except StorageError:
+                got = -1
+            if got != frame_bytes:
+                fetch_into(source, index.span(i), arr)  # again, to fail naming the frame (or succeed)
+            yield arr
+            continue
+        target = None if out is None else out[k]
         try:
-            span = next(todo)
-        except StopIteration:
-            break
+            span = index.span(i)
         except DicomFramesError:  # a frame that cannot be located: the frames before it first
             yield from _read_run(source, run)
             raise
-        target = None if out is None else out[k]
         direct = raw and span.length == frame_bytes and span.offset + span.length <= size
         if direct and target is not None and target.flags.c_contiguous:
             if run and (span.offset != run[-1][0].offset + frame_bytes or (len(run) + 1) * frame_bytes > policy.batch_bytes):
