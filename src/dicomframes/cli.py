@@ -22,6 +22,7 @@ from dicomframes.errors import (
     DestinationExistsError,
     DicomFramesError,
     FrameIndexError,
+    MissingDependencyError,
     TruncatedFileError,
 )
 from dicomframes.progress import ProgressBar
@@ -551,6 +552,35 @@ def _region(text: str) -> tuple[int, int, int, int]:
     return x, y, w, h
 
 
+def cmd_serve(args) -> int:
+    from dicomframes.io.resolve import is_url
+    from dicomframes.server import INSTALL
+
+    try:
+        import uvicorn
+
+        from dicomframes.server.app import create_app
+        from dicomframes.server.catalogue import Catalogue
+    except ImportError as exc:
+        raise MissingDependencyError(f"serve needs {exc.name or 'the [server] extra'}", hint=INSTALL) from None
+    urls = [r for r in args.roots if is_url(r)]
+    options = _storage_options(args, urls[0]) if urls else {}
+    catalogue = Catalogue(args.roots, options)
+    bar = ProgressBar(label="scan", unit="file") if _show_progress(args) else None
+    try:
+        report = catalogue.scan(progress=bar.update if bar is not None else None)
+    finally:
+        if bar is not None:
+            bar.close()
+    print(f"dicomframes: {report.instances} instances ({report.skipped} files not DICOM, {len(report.failed)} failed) "
+          f"in {report.seconds:.1f} s", file=sys.stderr)
+    app = create_app(args.roots, storage_options=options, catalogue=catalogue, max_open=args.max_open,
+                     max_frames=args.max_frames, token=args.token, cors_origins=args.cors or None)
+    # uvicorn's own lines say where it listens (the port chosen, for --port 0) and log each request.
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return EXIT_OK
+
+
 def cmd_export(args) -> int:
     from dicomframes.io.resolve import is_url
     from dicomframes.transcode import export
@@ -755,6 +785,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     progress_arg(p)
     p.set_defaults(func=cmd_index)
+
+    p = add(
+        "serve", parents=[common, storage],
+        help="serve folders, buckets or files over DICOMweb (QIDO-RS, WADO-RS), with flat memory",
+        description="Scan the roots' headers once, then serve searches, metadata, frames (as stored, or "
+                    "decoded to uncompressed bytes) and whole instances at http://HOST:PORT/dicomweb. "
+                    'Needs the [server] extra (pip install "dicomframes[server]").',
+    )
+    p.add_argument("roots", nargs="+", metavar="ROOT", help="folders, fsspec URL prefixes (s3://bucket/prefix/) or files")
+    p.add_argument("--host", default="127.0.0.1", help="the address to listen on (0.0.0.0: every interface)")
+    p.add_argument("--port", type=_int_at_least(0), default=8642, help="the port (0: any free one)")
+    p.add_argument("--max-open", type=_int_at_least(1), default=64, help="readers kept open at most")
+    p.add_argument("--max-frames", type=_int_at_least(1), default=512, help="frames one request may ask for")
+    p.add_argument("--token", default=os.environ.get("DICOMFRAMES_TOKEN"),
+                   help="require Authorization: Bearer TOKEN (default: $DICOMFRAMES_TOKEN; none: open)")
+    p.add_argument("--cors", action="append", default=[], metavar="ORIGIN",
+                   help="an origin whose pages may call the server (repeatable; * for any)")
+    p.set_defaults(func=cmd_serve)
 
     p = add("sample", parents=[common], help="write a sample multi-frame file (offline, for trying things out)")
     p.add_argument("out", help="the local file to write")

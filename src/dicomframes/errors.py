@@ -171,3 +171,22 @@ class IndexFileError(DicomFramesError):
     """A persisted frame index (``index=`` or the index cache) that cannot be used:
     not an index file, another version, damaged, or made for another object."""
 
+
+
+class RequestError(DicomFramesError, ValueError):
+    """A request the server refuses (a malformed frame list, too many frames):
+    `status` is the HTTP status code it is answered with."""
+
+    status = 400
+
+
+class NotFoundError(RequestError, LookupError):
+    """A request for a study, series, instance or frame the server does not have."""
+
+    status = 404
+
+
+class NotAcceptableError(RequestError):
+    """A request for frames in a media type or transfer syntax the server cannot send."""
+
+    status = 406

@@ -432,7 +432,7 @@ def _is_dicom_name(name: str) -> bool:
     return name.lower().endswith((".dcm", ".dicom"))
 
 
-def _expand(sources: Any, storage_options: dict[str, Any]) -> tuple[list[Any], bool]:
+def list_instances(sources: Any, storage_options: dict[str, Any]) -> tuple[list[Any], bool]:
     """The instances to open, and whether they came from a listing (skip non-DICOM files).
 
     One file or many, and URL or local path, as `dicomframes.io.resolve` decides
@@ -484,7 +484,7 @@ def open_slide(sources: Any, **options: Any) -> Slide:
         for fsspec (e.g. ``anon=True``).
     """
     reader_options = {k: options.pop(k) for k in _READER_OPTIONS if k in options}
-    items, listed = _expand(sources, options)
+    items, listed = list_instances(sources, options)
     if not items:
         raise SlideError(f"no instances found in {sources!r}")
 

@@ -1,0 +1,319 @@
+"""The ASGI app: DICOMweb (QIDO-RS searches, WADO-RS metadata, frames, instances).
+
+Handlers are plain functions, which Starlette runs on its thread pool (its
+limiter bounds how many run at once); each opens nothing but the readers of
+a bounded pool. URLs carry UIDs only: a request reaches what the catalogue
+holds, never a path. Errors are the status codes PS3.18 names, with a line of
+text, never a traceback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+from typing import Any, Iterator
+
+import numpy as np
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from dicomframes.errors import DicomFramesError, NotAcceptableError, NotFoundError, RequestError, StorageError
+from dicomframes.server import dicom_json
+from dicomframes.server.catalogue import Catalogue, Instance
+from dicomframes.server.media import FrameMedia, available, frame_media
+from dicomframes.server.readers import ReaderPool
+
+log = logging.getLogger("dicomframes.server")
+
+#: frames and instances never change under their UIDs: caches may keep them
+IMMUTABLE = "public, max-age=31536000, immutable"
+DICOM_JSON = "application/dicom+json"
+
+
+class Server:
+    """The state behind the routes: the catalogue and the open readers."""
+
+    def __init__(self, catalogue: Catalogue, readers: ReaderPool, max_frames: int) -> None:
+        self.catalogue = catalogue
+        self.readers = readers
+        self.max_frames = max_frames
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def instance(self, request: Request) -> Instance:
+        p = request.path_params
+        found = self.catalogue.get(p["study"], p["series"], p["sop"])
+        if found is None:
+            raise NotFoundError("no such instance in this study and series")
+        return found
+
+    def members(self, study: str | None = None, series: str | None = None) -> list[Instance]:
+        found = [i for i in self.catalogue.instances()
+                 if (study is None or i.study == study) and (series is None or i.series == series)]
+        if study is not None and not found:
+            raise NotFoundError("no such study" if series is None else "no such series in this study")
+        return found
+
+    @staticmethod
+    def base(request: Request) -> str:
+        return str(request.base_url).rstrip("/") + "/dicomweb"
+
+    # -- QIDO-RS -----------------------------------------------------------------------------------
+    def search(self, request: Request, rows: list[dict[str, Any]], fields: tuple[str, ...],
+               url: Any) -> Response:
+        query: dict[str, str] = {}
+        ignored: list[str] = []
+        limit, offset = None, 0
+        for key, value in request.query_params.multi_items():
+            if key == "limit":
+                limit = _count(key, value)
+            elif key == "offset":
+                offset = _count(key, value)
+            elif key in ("includefield", "fuzzymatching"):
+                continue  # every attribute kept is returned anyway; matching is exact or wildcards
+            else:
+                keyword = dicom_json.keyword_of(key)
+                if keyword is None or keyword not in fields:
+                    ignored.append(key)
+                else:
+                    query[keyword] = value
+        found = sorted(dicom_json.select(rows, query), key=lambda r: tuple(str(r.get(f, "")) for f in fields[:3]))
+        found = found[offset:] if limit is None else found[offset : offset + limit]
+        body = []
+        for row in found:
+            obj = dicom_json.dataset({k: row.get(k) for k in fields})
+            retrieve = url(row)
+            if retrieve is not None:
+                obj.update([dicom_json.element("RetrieveURL", retrieve)])
+            body.append(obj)
+        headers = {}
+        if ignored:
+            headers["Warning"] = f'299 dicomframes "the following parameters are not supported: {", ".join(ignored)}"'
+        return JSONResponse(body, media_type=DICOM_JSON, headers=headers)
+
+    def studies(self, request: Request) -> Response:
+        base = self.base(request)
+        return self.search(request, dicom_json.studies(self.members()), dicom_json.STUDY,
+                           lambda r: f"{base}/studies/{r['StudyInstanceUID']}")
+
+    def series(self, request: Request) -> Response:
+        base = self.base(request)
+        members = self.members(request.path_params.get("study"))
+        return self.search(request, dicom_json.series(members), dicom_json.SERIES,
+                           lambda r: f"{base}/studies/{r['StudyInstanceUID']}/series/{r['SeriesInstanceUID']}")
+
+    def instances(self, request: Request) -> Response:
+        base = self.base(request)
+        p = request.path_params
+        members = self.members(p.get("study"), p.get("series"))
+        return self.search(
+            request, dicom_json.instance_rows(members), dicom_json.INSTANCE,
+            lambda r: f"{base}/studies/{r['StudyInstanceUID']}/series/{r['SeriesInstanceUID']}"
+                      f"/instances/{r['SOPInstanceUID']}")
+
+    # -- WADO-RS -----------------------------------------------------------------------------------
+    def _metadata(self, request: Request, inst: Instance) -> dict[str, Any]:
+        url = f"{self.base(request)}/studies/{inst.study}/series/{inst.series}/instances/{inst.sop}"
+        with self.readers.use(inst) as reader:
+            return dicom_json.metadata(reader.dataset(), url, inst.transfer_syntax)
+
+    def instance_metadata(self, request: Request) -> Response:
+        inst = self.instance(request)
+        return _cached(request, [self._metadata(request, inst)], DICOM_JSON, f"metadata {inst.sop}")
+
+    def series_metadata(self, request: Request) -> Response:
+        p = request.path_params
+        members = sorted(self.members(p["study"], p["series"]), key=lambda i: i.sop)
+        body = [self._metadata(request, inst) for inst in members]
+        return _cached(request, body, DICOM_JSON, "metadata " + " ".join(i.sop for i in members))
+
+    def frames(self, request: Request) -> Response:
+        inst = self.instance(request)
+        numbers = _frame_numbers(request.path_params["frames"], self.max_frames)
+        count = int(inst.attributes.get("NumberOfFrames") or 1)
+        beyond = [n for n in numbers if n > count]
+        if beyond:
+            raise NotFoundError(f"the instance has {count} frames, not frame {beyond[0]}")
+        media = frame_media(request.headers.get("accept"), inst.transfer_syntax)
+        if media is None:
+            raise NotAcceptableError("frames of this instance are available as: " + ", ".join(available(inst.transfer_syntax)))
+        tag = _etag(inst.sop, ",".join(map(str, numbers)), media.content_type)
+        if _fresh(request, tag):
+            return Response(status_code=304, headers={"ETag": tag, "Cache-Control": IMMUTABLE})
+        with self.readers.use(inst) as reader:
+            parts = [_frame_bytes(reader, n - 1, media) for n in numbers]
+        boundary = secrets.token_hex(16)
+        body = b"".join(
+            b"--" + boundary.encode() + b"\r\nContent-Type: " + media.content_type.encode() + b"\r\n\r\n" + part + b"\r\n"
+            for part in parts
+        ) + b"--" + boundary.encode() + b"--\r\n"
+        return Response(body, headers={
+            "Content-Type": f'multipart/related; type="{media.part_type}"; boundary={boundary}',
+            "ETag": tag, "Cache-Control": IMMUTABLE,
+        })
+
+    def instance_file(self, request: Request) -> Response:
+        """The whole instance as stored (multipart/related; type="application/dicom"), streamed."""
+        inst = self.instance(request)
+        accept = request.headers.get("accept") or "*/*"
+        if not any(k in accept for k in ("application/dicom", "*/*", "multipart/*")):
+            raise NotAcceptableError('instances are available as: multipart/related; type="application/dicom"')
+        boundary = secrets.token_hex(16)
+
+        def chunks() -> Iterator[bytes]:
+            with self.readers.use(inst) as reader:  # taken once the body is sent, given back after
+                source = reader.source
+                size = source.find_size() or 0
+                yield (f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n").encode()
+                step = 1 << 20
+                for offset in range(0, size, step):
+                    yield source.read(offset, min(step, size - offset))
+                yield f"\r\n--{boundary}--\r\n".encode()
+
+        return StreamingResponse(chunks(), headers={
+            "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+            "Cache-Control": IMMUTABLE,
+        })
+
+    def health(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok", "instances": len(self.catalogue), "open_readers": len(self.readers),
+                             "skipped": self.catalogue.report.skipped, "failed": len(self.catalogue.report.failed)})
+
+
+# -- request parts ---------------------------------------------------------------------------------
+def _count(key: str, value: str) -> int:
+    if not value.isdigit():
+        raise RequestError(f"{key} must be a whole number, not {value!r}")
+    return int(value)
+
+
+def _frame_numbers(text: str, most: int) -> list[int]:
+    """Frame numbers of a WADO-RS frame list ("1,5,9": 1-based, PS3.18 10.4.1.1.4)."""
+    items = text.split(",")
+    if len(items) > most:
+        raise RequestError(f"at most {most} frames per request, not {len(items)}")
+    numbers = []
+    for item in items:
+        if not item.strip().isdigit():
+            raise RequestError(f"frame numbers are whole numbers from 1, not {item!r}")
+        n = int(item)
+        if n < 1:
+            raise RequestError("frame numbers start at 1")
+        numbers.append(n)
+    return numbers
+
+
+def _frame_bytes(reader: Any, i: int, media: FrameMedia) -> bytes:
+    if media.as_stored:
+        return reader.encoded_frame(i)
+    frame = reader.frame(i)
+    return np.ascontiguousarray(frame, dtype=frame.dtype.newbyteorder("<")).tobytes()
+
+
+def _etag(*parts: str) -> str:
+    return '"' + hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:32] + '"'
+
+
+def _fresh(request: Request, tag: str) -> bool:
+    wanted = request.headers.get("if-none-match")
+    if not wanted:
+        return False
+    return wanted.strip() == "*" or any(hmac.compare_digest(t.strip(), tag) for t in wanted.split(","))
+
+
+def _cached(request: Request, body: Any, media_type: str, what: str) -> Response:
+    tag = _etag(what)
+    if _fresh(request, tag):
+        return Response(status_code=304, headers={"ETag": tag})
+    return Response(json.dumps(body), media_type=media_type, headers={"ETag": tag})
+
+
+# -- the app ---------------------------------------------------------------------------------------
+def _handler(server: Server, name: str):
+    method = getattr(server, name)
+
+    def endpoint(request: Request) -> Response:
+        try:
+            return method(request)
+        except RequestError as exc:
+            return Response(exc.message + "\n", status_code=exc.status, media_type="text/plain")
+        except StorageError as exc:
+            log.warning("%s: %s", request.url.path, exc)
+            return Response(f"the file could not be read: {exc.message}\n", status_code=502, media_type="text/plain")
+        except DicomFramesError as exc:
+            log.warning("%s: %s", request.url.path, exc)
+            return Response(f"the file is damaged: {exc}\n", status_code=500, media_type="text/plain")
+
+    endpoint.__name__ = name
+    return endpoint
+
+
+class _Token:
+    """ASGI middleware: requests must carry ``Authorization: Bearer <token>``
+    (the readiness endpoint excepted, for load balancers)."""
+
+    def __init__(self, app: Any, token: str) -> None:
+        self.app = app
+        self.expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope.get("path") != "/health":
+            given = dict(scope.get("headers") or []).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self.expected):
+                response = Response("a bearer token is needed\n", status_code=401, media_type="text/plain",
+                                    headers={"WWW-Authenticate": "Bearer"})
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def create_app(roots: Any, *, storage_options: dict[str, Any] | None = None, max_open: int = 64,
+               max_frames: int = 512, token: str | None = None, cors_origins: list[str] | None = None,
+               catalogue: Catalogue | None = None) -> Starlette:
+    """The ASGI app serving the DICOM files under `roots` (folders, URL prefixes,
+    files; scanned now unless a scanned `catalogue` is given).
+
+    `max_open` readers stay open at most (least recently used closed), a
+    request asks for at most `max_frames` frames, `token` (if given) must come
+    as ``Authorization: Bearer <token>``, and `cors_origins` may read from
+    other origins (a viewer served elsewhere).
+    """
+    if catalogue is None:
+        catalogue = Catalogue(roots if isinstance(roots, (list, tuple)) else [roots], storage_options)
+        catalogue.scan()
+    server = Server(catalogue, ReaderPool(max_open, storage_options), max_frames)
+    study, series, sop = "{study}", "{series}", "{sop}"
+    prefix = "/dicomweb"
+    routes = [
+        Route("/health", _handler(server, "health")),
+        Route(f"{prefix}/studies", _handler(server, "studies")),
+        Route(f"{prefix}/series", _handler(server, "series")),
+        Route(f"{prefix}/instances", _handler(server, "instances")),
+        Route(f"{prefix}/studies/{study}/series", _handler(server, "series")),
+        Route(f"{prefix}/studies/{study}/instances", _handler(server, "instances")),
+        Route(f"{prefix}/studies/{study}/series/{series}/instances", _handler(server, "instances")),
+        Route(f"{prefix}/studies/{study}/series/{series}/metadata", _handler(server, "series_metadata")),
+        Route(f"{prefix}/studies/{study}/series/{series}/instances/{sop}", _handler(server, "instance_file")),
+        Route(f"{prefix}/studies/{study}/series/{series}/instances/{sop}/metadata",
+              _handler(server, "instance_metadata")),
+        Route(f"{prefix}/studies/{study}/series/{series}/instances/{sop}/frames/{{frames}}",
+              _handler(server, "frames")),
+    ]
+    middleware = []
+    if cors_origins:
+        middleware.append(Middleware(CORSMiddleware, allow_origins=cors_origins, allow_methods=["GET"],
+                                     allow_headers=["Accept", "Authorization", "If-None-Match"],
+                                     expose_headers=["ETag", "Warning"]))
+    app = Starlette(routes=routes, middleware=middleware)
+    app.state.server = server
+    if token:
+        wrapped: Any = _Token(app, token)
+        wrapped.state = app.state
+        return wrapped
+    return app

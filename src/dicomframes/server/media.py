@@ -1,0 +1,139 @@
+"""Media types of DICOMweb frames (PS3.18 8.7): what a client accepts, what is sent.
+
+Frames go out as stored (no decoding) when the client accepts the stored
+transfer syntax, and decoded to uncompressed bytes when it asks for
+``application/octet-stream`` in Explicit VR Little Endian (the default).
+No frame is re-encoded into another compressed syntax.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EXPLICIT_LITTLE = "1.2.840.10008.1.2.1"
+#: native transfer syntaxes whose frames, as stored, are the uncompressed (little endian) bytes
+_LITTLE_NATIVE = {"1.2.840.10008.1.2", EXPLICIT_LITTLE, "1.2.840.10008.1.2.1.99"}
+
+#: the image media type of each compressed transfer syntax (PS3.18 Table 8.7.3-5)
+MEDIA_OF_SYNTAX = {
+    "1.2.840.10008.1.2.4.50": "image/jpeg", "1.2.840.10008.1.2.4.51": "image/jpeg",
+    "1.2.840.10008.1.2.4.57": "image/jpeg", "1.2.840.10008.1.2.4.70": "image/jpeg",
+    "1.2.840.10008.1.2.4.80": "image/jls", "1.2.840.10008.1.2.4.81": "image/jls",
+    "1.2.840.10008.1.2.4.90": "image/jp2", "1.2.840.10008.1.2.4.91": "image/jp2",
+    "1.2.840.10008.1.2.4.92": "image/jpx", "1.2.840.10008.1.2.4.93": "image/jpx",
+    "1.2.840.10008.1.2.4.201": "image/jphc", "1.2.840.10008.1.2.4.202": "image/jphc",
+    "1.2.840.10008.1.2.4.203": "image/jphc",
+    "1.2.840.10008.1.2.5": "image/dicom-rle",
+}
+#: the transfer syntax a media type means when the client names none
+DEFAULT_SYNTAX = {
+    "application/octet-stream": EXPLICIT_LITTLE, "image/jpeg": "1.2.840.10008.1.2.4.50",
+    "image/jls": "1.2.840.10008.1.2.4.80", "image/jp2": "1.2.840.10008.1.2.4.90",
+    "image/jpx": "1.2.840.10008.1.2.4.92", "image/jphc": "1.2.840.10008.1.2.4.201",
+    "image/dicom-rle": "1.2.840.10008.1.2.5",
+}
+
+
+@dataclass(frozen=True)
+class MediaRange:
+    type: str  # "multipart/related", "*/*", "image/jpeg", ...
+    params: dict[str, str]
+    q: float = 1.0
+
+
+@dataclass(frozen=True)
+class FrameMedia:
+    """How frames are sent: each part's media type and transfer syntax, and
+    whether the stored bytes go out as they are (else decoded)."""
+
+    part_type: str
+    transfer_syntax: str
+    as_stored: bool
+
+    @property
+    def content_type(self) -> str:
+        return f"{self.part_type}; transfer-syntax={self.transfer_syntax}"
+
+
+def _split(text: str, sep: str) -> list[str]:
+    """`text` cut at `sep` outside double quotes."""
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = False
+    for ch in text:
+        if ch == '"':
+            quoted = not quoted
+        if ch == sep and not quoted:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    parts.append("".join(current))
+    return parts
+
+
+def parse_accept(header: str | None) -> list[MediaRange]:
+    """The media ranges of an Accept header, most wanted first (by q, then order);
+    none means anything. Malformed ranges are left out."""
+    if not header or not header.strip():
+        return [MediaRange("*/*", {})]
+    ranges = []
+    for k, item in enumerate(_split(header, ",")):
+        fields = [f.strip() for f in _split(item, ";")]
+        kind = fields[0].lower()
+        if "/" not in kind:
+            continue
+        params: dict[str, str] = {}
+        for f in fields[1:]:
+            if "=" in f:
+                key, _, value = f.partition("=")
+                params[key.strip().lower()] = value.strip().strip('"')
+        try:
+            q = float(params.pop("q", "1"))
+        except ValueError:
+            q = 0.0
+        if q > 0:
+            ranges.append((-q, k, MediaRange(kind, params, q)))
+    return [r for _, _, r in sorted(ranges, key=lambda t: (t[0], t[1]))]
+
+
+def frame_media(accept: str | None, stored: str) -> FrameMedia | None:
+    """How to send frames of a file stored in transfer syntax `stored` to a client
+    sending `accept`; None where nothing it accepts can be made."""
+    for media in parse_accept(accept):
+        if media.type in ("*/*", "multipart/*"):
+            inner, syntax = "application/octet-stream", EXPLICIT_LITTLE
+        elif media.type == "multipart/related":
+            inner = media.params.get("type", "application/octet-stream").lower()
+            syntax = media.params.get("transfer-syntax") or DEFAULT_SYNTAX.get(inner, "")
+        else:
+            continue  # frames come as multipart/related only
+        chosen = _choose(inner, syntax, stored)
+        if chosen is not None:
+            return chosen
+    return None
+
+
+def _choose(inner: str, syntax: str, stored: str) -> FrameMedia | None:
+    own = MEDIA_OF_SYNTAX.get(stored, "application/octet-stream")
+    if inner == "application/octet-stream":
+        if syntax == "*":
+            return FrameMedia(inner, stored, True)  # the server's choice: as stored
+        if syntax == EXPLICIT_LITTLE:
+            return FrameMedia(inner, EXPLICIT_LITTLE, stored in _LITTLE_NATIVE)
+        if syntax == stored:
+            return FrameMedia(inner, stored, True)
+        return None
+    if inner == own and syntax in ("*", stored):
+        return FrameMedia(inner, stored, True)
+    return None
+
+
+def available(stored: str) -> list[str]:
+    """What a client may ask frames of this file as (for a 406's message)."""
+    own = MEDIA_OF_SYNTAX.get(stored)
+    out = [f'multipart/related; type="application/octet-stream"; transfer-syntax={EXPLICIT_LITTLE}',
+           'multipart/related; type="application/octet-stream"; transfer-syntax=*']
+    if own is not None:
+        out.append(f'multipart/related; type="{own}"; transfer-syntax={stored}')
+    return out

@@ -1,0 +1,383 @@
+"""`dicomframes serve`: DICOMweb over a folder, checked with a real server and real clients.
+
+A uvicorn server runs in a thread on a free port; dicomweb-client searches,
+reads metadata, frames (as stored and decoded) and whole instances, and every
+answer is compared with what `dicomframes.open` reads from the same file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pydicom
+import pytest
+import requests
+from pydicom.data import get_testdata_file
+
+pytest.importorskip("starlette")
+uvicorn = pytest.importorskip("uvicorn")
+from dicomweb_client.api import DICOMwebClient
+
+import dicomframes
+from dicomframes.samples import write_sample
+from dicomframes.server import create_app
+from dicomframes.server.catalogue import Catalogue
+from dicomframes.server.media import frame_media, parse_accept
+from dicomframes.server.readers import ReaderPool
+
+EXPLICIT = "1.2.840.10008.1.2.1"
+TEST_FILES = {  # pydicom's multi-frame test files: name -> transfer syntax
+    "jpeg.dcm": "color3d_jpeg_baseline.dcm",
+    "j2k.dcm": "emri_small_jpeg_2k_lossless.dcm",
+    "rle.dcm": "SC_rgb_rle_2frame.dcm",
+    "big_endian.dcm": "SC_rgb_expb_2frame.dcm",
+}
+
+
+class Running:
+    """A uvicorn server for `app` on a free port, in a thread."""
+
+    def __init__(self, app) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            assert time.monotonic() < deadline and self.thread.is_alive(), "the server did not start"
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.sock.close()
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("served")
+    for name, source in TEST_FILES.items():
+        shutil.copy(get_testdata_file(source), folder / name)
+    # pydicom's RLE and big endian files are one image (one SOP Instance UID): make this one another
+    ds = pydicom.dcmread(folder / "rle.dcm")
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    ds.save_as(folder / "rle.dcm")
+    sub = folder / "more"
+    sub.mkdir()
+    write_sample(str(sub / "native.dcm"), frames=12, rows=32, columns=40, samples_per_pixel=3, syntax="native")
+    write_sample(str(sub / "jpegls.dcm"), frames=9, rows=32, columns=32, syntax="jpegls", offset_table="none")
+    (folder / "notes.dcm").write_text("not a DICOM file")  # named like one: skipped, counted
+    return folder
+
+
+@pytest.fixture(scope="module")
+def files(root):
+    """SOP Instance UID -> path, for every DICOM file under the root."""
+    out = {}
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            path = os.path.join(dirpath, name)
+            if name != "notes.dcm":
+                out[pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID] = path
+    return out
+
+
+@pytest.fixture(scope="module")
+def served(root):
+    running = Running(create_app(str(root)))
+    yield running
+    running.stop()
+
+
+@pytest.fixture()
+def client(served):
+    return DICOMwebClient(url=f"{served.url}/dicomweb")
+
+
+def _uid(obj, tag):
+    return obj[tag]["Value"][0]
+
+
+def _instances(client):
+    out = []
+    for study in client.search_for_studies():
+        for series in client.search_for_series(_uid(study, "0020000D")):
+            out += client.search_for_instances(_uid(study, "0020000D"), _uid(series, "0020000E"))
+    return out
+
+
+# -- searches ------------------------------------------------------------------------------------
+def test_searches_find_every_instance_and_nothing_else(client, files):
+    found = _instances(client)
+    assert sorted(_uid(i, "00080018") for i in found) == sorted(files)
+    assert {_uid(i, "00083002") for i in found} >= {"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.5"}
+    for inst in found:
+        with dicomframes.open(files[_uid(inst, "00080018")]) as reader:
+            assert inst["00280008"]["Value"] == [len(reader)]
+            assert inst["00280010"]["Value"] == [reader.format.rows]
+            assert inst["00081190"]["Value"][0].endswith(f"/instances/{reader.header.get('SOPInstanceUID')}")
+
+
+def test_study_results_count_their_series_and_instances(client, files):
+    studies = client.search_for_studies()
+    by_study: dict[str, list[str]] = {}
+    for path in files.values():
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        by_study.setdefault(ds.StudyInstanceUID, []).append(ds.SeriesInstanceUID)
+    assert sorted(_uid(s, "0020000D") for s in studies) == sorted(by_study)
+    for s in studies:
+        series = by_study[_uid(s, "0020000D")]
+        assert s["00201206"]["Value"] == [len(set(series))]
+        assert s["00201208"]["Value"] == [len(series)]
+
+
+def test_matching_limit_and_offset(client, files):
+    modalities = {pydicom.dcmread(p, stop_before_pixels=True).get("Modality") for p in files.values()}
+    for modality in modalities - {None}:
+        series = client.search_for_series(search_filters={"Modality": modality})
+        assert series and all(_uid(s, "00080060") == modality for s in series)
+    everything = client.search_for_series()
+    page = client.search_for_series(limit=2, offset=1)
+    assert [_uid(s, "0020000E") for s in page] == [_uid(s, "0020000E") for s in everything[1:3]]
+    sop = next(iter(files))
+    one = client.search_for_instances(search_filters={"SOPInstanceUID": sop})
+    assert [_uid(i, "00080018") for i in one] == [sop]
+    assert client.search_for_instances(search_filters={"SOPInstanceUID": "1.2.3.4"}) == []
+
+
+# -- frames --------------------------------------------------------------------------------------
+def _where(files, sop):
+    ds = pydicom.dcmread(files[sop], stop_before_pixels=True)
+    return ds.StudyInstanceUID, ds.SeriesInstanceUID, sop
+
+
+def test_frames_as_stored_are_the_encoded_frames_byte_for_byte(client, files):
+    for sop, path in files.items():
+        with dicomframes.open(path) as reader:
+            numbers = sorted({1, len(reader)})
+            got = client.retrieve_instance_frames(*_where(files, sop), frame_numbers=numbers,
+                                                  media_types=(("application/octet-stream", "*"),))
+            assert got == [reader.encoded_frame(n - 1) for n in numbers], path
+
+
+def test_frames_decoded_are_the_reader_frames(client, files):
+    for sop, path in files.items():
+        with dicomframes.open(path) as reader:
+            numbers = list(range(1, len(reader) + 1))[:3]
+            got = client.retrieve_instance_frames(*_where(files, sop), frame_numbers=numbers,
+                                                  media_types=(("application/octet-stream", EXPLICIT),))
+            for n, data in zip(numbers, got):
+                frame = reader.frame(n - 1)
+                assert data == frame.astype(frame.dtype.newbyteorder("<")).tobytes(), (path, n)
+            if reader.header.transfer_syntax.uid != "1.2.840.10008.1.2.4.50":  # lossless: pydicom's pixels too
+                np.testing.assert_array_equal(
+                    np.frombuffer(got[0], reader.format.dtype.newbyteorder("<")).reshape(reader.format.shape),
+                    pydicom.dcmread(path).pixel_array[0],
+                )
+
+
+def test_frames_in_their_own_image_media_type(client, files):
+    sop = next(s for s, p in files.items() if p.endswith("jpeg.dcm"))
+    with dicomframes.open(files[sop]) as reader:
+        got = client.retrieve_instance_frames(*_where(files, sop), frame_numbers=[2, 7],
+                                              media_types=(("image/jpeg", "1.2.840.10008.1.2.4.50"),))
+        assert got == [reader.encoded_frame(1), reader.encoded_frame(6)]
+
+
+def test_unacceptable_media_types_are_406_naming_what_is_available(served, files):
+    study, series, sop = _where(files, next(s for s, p in files.items() if p.endswith("jpeg.dcm")))
+    url = f"{served.url}/dicomweb/studies/{study}/series/{series}/instances/{sop}/frames/1"
+    answer = requests.get(url, headers={"Accept": 'multipart/related; type="image/jp2"'})
+    assert answer.status_code == 406
+    assert "image/jpeg" in answer.text and "transfer-syntax=*" in answer.text
+
+
+def test_frames_carry_etags_and_conditional_requests_are_304(served, files):
+    study, series, sop = _where(files, next(iter(files)))
+    url = f"{served.url}/dicomweb/studies/{study}/series/{series}/instances/{sop}/frames/1"
+    first = requests.get(url)
+    assert first.status_code == 200 and "immutable" in first.headers["Cache-Control"]
+    again = requests.get(url, headers={"If-None-Match": first.headers["ETag"]})
+    assert again.status_code == 304 and again.content == b""
+    other = requests.get(url, headers={"If-None-Match": '"something else"'})
+    assert other.status_code == 200 and other.content
+
+
+@pytest.mark.parametrize("tail,status", [
+    ("frames/0", 400), ("frames/1,x", 400), ("frames/", 404), ("frames/1,,2", 400), ("frames/-1", 400),
+    ("frames/100000", 404), ("frames/" + ",".join(["1"] * 600), 400),
+])
+def test_bad_frame_lists(served, files, tail, status):
+    study, series, sop = _where(files, next(iter(files)))
+    answer = requests.get(f"{served.url}/dicomweb/studies/{study}/series/{series}/instances/{sop}/{tail}")
+    assert answer.status_code == status, answer.text
+    assert "Traceback" not in answer.text
+
+
+def test_unknown_uids_and_paths_are_404(served, files):
+    study, series, sop = _where(files, next(iter(files)))
+    base = f"{served.url}/dicomweb"
+    for url in (f"{base}/studies/1.2.3/series", f"{base}/studies/{study}/series/1.2.3/instances",
+                f"{base}/studies/{study}/series/{series}/instances/1.2.3/frames/1",
+                f"{base}/studies/1.2.3/series/{series}/instances/{sop}/metadata",  # a UID of another study
+                f"{base}/studies/{study}/series/{series}/instances/..%2F..%2Fnotes.dcm/frames/1",
+                f"{base}/studies/../series/{series}/instances/{sop}/frames/1",
+                f"{base}/../../etc/passwd"):
+        answer = requests.get(url)
+        assert answer.status_code == 404, url
+    assert requests.get(f"{base}/studies", params={"limit": "many"}).status_code == 400
+
+
+# -- metadata and instances ------------------------------------------------------------------------
+def test_instance_metadata_is_the_header_as_dicom_json(client, files):
+    for sop, path in files.items():
+        meta = client.retrieve_instance_metadata(*_where(files, sop))
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        expected = ds.to_json_dict(bulk_data_threshold=1 << 62)
+        for tag, value in expected.items():
+            assert meta[tag] == value, (path, tag)
+        assert meta["00083002"]["Value"] == [ds.file_meta.TransferSyntaxUID]
+        assert meta["7FE00010"]["BulkDataURI"].endswith(f"/instances/{sop}")
+        assert "InlineBinary" not in meta["7FE00010"]
+
+
+def test_series_metadata_lists_its_instances(client, files):
+    sop = next(iter(files))
+    study, series, _ = _where(files, sop)
+    metas = client.retrieve_series_metadata(study, series)
+    members = [s for s in files if _where(files, s)[:2] == (study, series)]
+    assert sorted(_uid(m, "00080018") for m in metas) == sorted(members)
+
+
+def test_whole_instances_are_the_files(client, files):
+    for sop, path in files.items():
+        ds = client.retrieve_instance(*_where(files, sop))
+        original = pydicom.dcmread(path)
+        assert ds.SOPInstanceUID == sop
+        assert ds.PixelData == original.PixelData
+
+
+# -- the catalogue, the readers, safety -------------------------------------------------------------
+def test_the_scan_counts_what_it_skipped(root, tmp_path):
+    catalogue = Catalogue([str(root)])
+    report = catalogue.scan()
+    assert report.instances == len(TEST_FILES) + 2 and report.skipped == 1 and not report.failed
+    assert report.duplicates == 0
+    shutil.copy(get_testdata_file("SC_rgb_rle_2frame.dcm"), tmp_path / "a.dcm")
+    shutil.copy(get_testdata_file("SC_rgb_expb_2frame.dcm"), tmp_path / "b.dcm")  # the same SOP Instance UID
+    (tmp_path / "c.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00\x10\x00UI\x04\x00")  # cut short
+    report = Catalogue([str(tmp_path)]).scan()
+    assert (report.instances, report.duplicates, report.skipped) == (1, 1, 0)
+    assert list(report.failed) == [str(tmp_path / "c.dcm")]
+
+
+def test_the_reader_pool_keeps_at_most_its_capacity_and_never_closes_a_reader_in_use(root):
+    catalogue = Catalogue([str(root)])
+    catalogue.scan()
+    pool = ReaderPool(capacity=2)
+    instances = catalogue.instances()
+    with pool.use(instances[0]) as held:
+        for inst in instances[1:]:
+            with pool.use(inst) as reader:
+                assert len(reader) >= 1
+            assert len(pool) <= 2
+        assert len(held.encoded_frame(0)) > 0  # evicted meanwhile, not closed: still in use
+    assert held._closed  # closed by its last user
+    assert len(pool) <= 2
+    pool.close()
+
+
+def test_a_token_is_required_when_set(root):
+    running = Running(create_app(str(root), token="s3cret"))
+    try:
+        assert requests.get(f"{running.url}/dicomweb/studies").status_code == 401
+        bad = requests.get(f"{running.url}/dicomweb/studies", headers={"Authorization": "Bearer nope"})
+        assert bad.status_code == 401
+        good = requests.get(f"{running.url}/dicomweb/studies", headers={"Authorization": "Bearer s3cret"})
+        assert good.status_code == 200 and good.json()
+        assert requests.get(f"{running.url}/health").json()["status"] == "ok"  # for load balancers
+    finally:
+        running.stop()
+
+
+def test_cors_origins_are_allowed_when_configured(root):
+    running = Running(create_app(str(root), cors_origins=["http://viewer.example"]))
+    try:
+        answer = requests.get(f"{running.url}/dicomweb/studies", headers={"Origin": "http://viewer.example"})
+        assert answer.headers["access-control-allow-origin"] == "http://viewer.example"
+        other = requests.get(f"{running.url}/dicomweb/studies", headers={"Origin": "http://elsewhere.example"})
+        assert "access-control-allow-origin" not in other.headers
+    finally:
+        running.stop()
+
+
+@pytest.mark.parametrize("accept,expected", [
+    (None, ("application/octet-stream", EXPLICIT, False)),
+    ("*/*", ("application/octet-stream", EXPLICIT, False)),
+    ('multipart/related; type="application/octet-stream"; transfer-syntax=*',
+     ("application/octet-stream", "1.2.840.10008.1.2.4.50", True)),
+    ('multipart/related; type="image/jpeg"', ("image/jpeg", "1.2.840.10008.1.2.4.50", True)),
+    ('multipart/related; type="image/jp2", multipart/related; type="image/jpeg"; q=0.5',
+     ("image/jpeg", "1.2.840.10008.1.2.4.50", True)),
+    ('multipart/related; type="image/jpeg"; q=0.1, multipart/related; type="application/octet-stream"',
+     ("application/octet-stream", EXPLICIT, False)),
+    ('multipart/related; type="image/jp2"', None),
+    ("image/jpeg", None),
+])
+def test_frame_media_negotiation(accept, expected):
+    got = frame_media(accept, "1.2.840.10008.1.2.4.50")
+    assert (None if got is None else (got.part_type, got.transfer_syntax, got.as_stored)) == expected
+
+
+def test_native_frames_as_stored_need_no_decoding():
+    got = frame_media('multipart/related; type="application/octet-stream"', EXPLICIT)
+    assert got is not None and got.as_stored
+    big = frame_media('multipart/related; type="application/octet-stream"', "1.2.840.10008.1.2.2")
+    assert big is not None and not big.as_stored  # big endian: swapped by decoding
+
+
+def test_accept_parsing_keeps_quoted_commas_and_drops_q0():
+    ranges = parse_accept('multipart/related; type="a/b,c"; q=0.9, text/plain; q=0, image/png')
+    assert [(r.type, r.params) for r in ranges] == [("image/png", {}), ("multipart/related", {"type": "a/b,c"})]
+
+
+# -- the command line ------------------------------------------------------------------------------
+def test_the_serve_command_serves_until_interrupted(root):
+    proc = subprocess.Popen([sys.executable, "-m", "dicomframes", "serve", str(root), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = None
+        deadline = time.monotonic() + 60
+        lines = []
+        while url is None and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            found = re.search(r"(http://127\.0\.0\.1:\d+)", line)
+            if found and "Uvicorn running" in line:
+                url = found.group(1)
+        assert url is not None, "".join(lines)
+        assert any("instances (1 files not DICOM, 0 failed)" in line for line in lines), "".join(lines)
+        health = requests.get(f"{url}/health").json()
+        assert health["instances"] == len(TEST_FILES) + 2
+        assert requests.get(f"{url}/dicomweb/studies").status_code == 200
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert proc.returncode in (0, 130)
