@@ -7,6 +7,7 @@ answer is compared with what `dicomframes.open` reads from the same file.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -21,6 +22,7 @@ import numpy as np
 import pydicom
 import pytest
 import requests
+from PIL import Image
 from pydicom.data import get_testdata_file
 
 pytest.importorskip("starlette")
@@ -33,6 +35,8 @@ from dicomframes.server import create_app
 from dicomframes.server.catalogue import Catalogue
 from dicomframes.server.media import frame_media, parse_accept
 from dicomframes.server.readers import ReaderPool
+from dicomframes.wsi.slide import open_slide, resize_area
+from tests.helpers.wsigen import write_pyramid
 
 EXPLICIT = "1.2.840.10008.1.2.1"
 TEST_FILES = {  # pydicom's multi-frame test files: name -> transfer syntax
@@ -287,9 +291,9 @@ def test_the_reader_pool_keeps_at_most_its_capacity_and_never_closes_a_reader_in
     catalogue.scan()
     pool = ReaderPool(capacity=2)
     instances = catalogue.instances()
-    with pool.use(instances[0]) as held:
+    with pool.reader(instances[0]) as held:
         for inst in instances[1:]:
-            with pool.use(inst) as reader:
+            with pool.reader(inst) as reader:
                 assert len(reader) >= 1
             assert len(pool) <= 2
         assert len(held.encoded_frame(0)) > 0  # evicted meanwhile, not closed: still in use
@@ -381,3 +385,147 @@ def test_the_serve_command_serves_until_interrupted(root):
             proc.kill()
             raise
     assert proc.returncode in (0, 130)
+
+
+# -- DeepZoom and rendered frames -------------------------------------------------------------------
+WIDTH, HEIGHT, TILE = 1000, 700, 128
+
+
+@pytest.fixture(scope="module")
+def pyramids(tmp_path_factory):
+    """Two whole-slide series: JPEG baseline tiles, and lossless JPEG 2000 ones."""
+    root = tmp_path_factory.mktemp("pyramids")
+    jpeg = write_pyramid(root / "jpeg", width=WIDTH, height=HEIGHT, levels=3, codec="jpeg", tile_size=(TILE, TILE))
+    j2k = write_pyramid(root / "j2k", width=WIDTH, height=HEIGHT, levels=3, codec="j2k", tile_size=(TILE, TILE),
+                        label=False, overview=False, seed=4)
+    return root, jpeg, j2k
+
+
+@pytest.fixture(scope="module")
+def tiles_jpeg(pyramids):
+    running = Running(create_app(str(pyramids[0] / "jpeg")))
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def tiles_png(pyramids):
+    running = Running(create_app(str(pyramids[0] / "j2k"), tile_format="png"))
+    yield running
+    running.stop()
+
+
+def _picture(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)))
+
+
+def test_the_dzi_descriptor_describes_level_0(tiles_jpeg, pyramids):
+    series = pyramids[1].uids.series
+    answer = requests.get(f"{tiles_jpeg.url}/deepzoom/{series}.dzi")
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("application/xml")
+    assert f'TileSize="{TILE}"' in answer.text and 'Overlap="0"' in answer.text and 'Format="jpeg"' in answer.text
+    assert f'Width="{WIDTH}" Height="{HEIGHT}"' in answer.text
+
+
+def test_a_tile_that_is_a_stored_tile_is_sent_as_stored(tiles_jpeg, pyramids):
+    series = pyramids[1].uids.series
+    with open_slide(str(pyramids[0] / "jpeg")) as slide:
+        # DeepZoom level 10 is full size (1000 < 2**10); level 8 (250 x 175) has one whole tile
+        for level, stored, cell in ((10, 0, 1), (9, 1, 1), (8, 2, 0)):
+            reader = slide.levels[stored].readers[0]
+            frame = reader.tile_geometry.frame_at(cell, cell)
+            answer = requests.get(f"{tiles_jpeg.url}/deepzoom/{series}_files/{level}/{cell}_{cell}.jpeg")
+            assert answer.status_code == 200 and answer.headers["content-type"] == "image/jpeg"
+            assert answer.content == reader.encoded_frame(frame), level
+
+
+def test_tiles_cut_by_the_edge_are_made_to_size(tiles_jpeg, pyramids):
+    series = pyramids[1].uids.series
+    answer = requests.get(f"{tiles_jpeg.url}/deepzoom/{series}_files/10/7_5.jpeg")
+    assert answer.status_code == 200
+    assert _picture(answer.content).shape == (HEIGHT - 5 * TILE, WIDTH - 7 * TILE, 3)
+    answer = requests.get(f"{tiles_jpeg.url}/deepzoom/{series}_files/0/0_0.jpeg")
+    assert _picture(answer.content).shape[:2] == (1, 1)
+
+
+def test_made_tiles_equal_the_slide_resampled(tiles_png, pyramids):
+    series = pyramids[2].uids.series
+    with open_slide(str(pyramids[0] / "j2k")) as slide:
+        levels = {lv.downsample: lv for lv in slide.levels}
+        for level, col, row in ((10, 2, 3), (10, 7, 5), (9, 1, 2), (8, 0, 1), (7, 0, 0), (6, 0, 0)):
+            scale = 2 ** (10 - level)
+            answer = requests.get(f"{tiles_png.url}/deepzoom/{series}_files/{level}/{col}_{row}.png")
+            assert answer.status_code == 200 and answer.headers["content-type"] == "image/png"
+            got = _picture(answer.content)
+            dw, dh = -(-WIDTH // scale), -(-HEIGHT // scale)
+            w, h = min(TILE, dw - col * TILE), min(TILE, dh - row * TILE)
+            if scale in levels:  # a stored level of this scale: its pixels
+                expected = levels[scale].read_region((col * TILE, row * TILE), (w, h))
+            else:  # the next finer stored level, area-averaged
+                finer = max(d for d in levels if d < scale)
+                f = int(scale // finer)
+                lv = levels[finer]
+                x0, y0 = col * TILE * f, row * TILE * f
+                region = lv.read_region((x0, y0), (min(w * f, lv.width - x0), min(h * f, lv.height - y0)))
+                expected = resize_area(region, w, h)
+            np.testing.assert_array_equal(got, expected, err_msg=f"level {level} tile {col},{row}")
+
+
+@pytest.mark.parametrize("tail", ["11/0_0.png", "10/8_0.png", "10/0_6.png", "10/0_0.jpeg", "x/0_0.png", "10/0_0"])
+def test_bad_deepzoom_requests_are_404(tiles_png, pyramids, tail):
+    series = pyramids[2].uids.series
+    assert requests.get(f"{tiles_png.url}/deepzoom/{series}_files/{tail}").status_code == 404
+    assert requests.get(f"{tiles_png.url}/deepzoom/1.2.3.dzi").status_code == 404
+
+
+def test_a_series_that_is_not_a_slide_has_no_deepzoom(served, files):
+    _, series, _ = _where(files, next(s for s, p in files.items() if p.endswith("jpeg.dcm")))
+    answer = requests.get(f"{served.url}/deepzoom/{series}.dzi")
+    assert answer.status_code == 404 and "not a whole-slide image" in answer.text
+
+
+def test_made_tiles_are_cached(tiles_png, pyramids):
+    series = pyramids[2].uids.series
+    url = f"{tiles_png.url}/deepzoom/{series}_files/7/0_0.png"
+    first = requests.get(url).content
+    before = requests.get(f"{tiles_png.url}/health").json()["cache"]
+    assert requests.get(url).content == first
+    after = requests.get(f"{tiles_png.url}/health").json()["cache"]
+    assert after["hits"] == before["hits"] + 1 and after["bytes"] <= after["max_bytes"]
+
+
+def test_a_busy_server_answers_503_with_retry_after(pyramids):
+    app = create_app(str(pyramids[0] / "j2k"), tile_format="png", max_decodes=1, queue_seconds=0.05)
+    running = Running(app)
+    series = pyramids[2].uids.series
+    try:
+        server = app.state.server
+        assert server.decodes.acquire(timeout=1)  # as a long decode would hold it
+        try:
+            answer = requests.get(f"{running.url}/deepzoom/{series}_files/9/0_0.png")
+            assert answer.status_code == 503 and answer.headers["Retry-After"] == "1"
+        finally:
+            server.decodes.release()
+        assert requests.get(f"{running.url}/deepzoom/{series}_files/9/0_0.png").status_code == 200
+    finally:
+        running.stop()
+
+
+def test_rendered_frames(served, files):
+    for sop, path in files.items():
+        study, series, _ = _where(files, sop)
+        base = f"{served.url}/dicomweb/studies/{study}/series/{series}/instances/{sop}"
+        with dicomframes.open(path) as reader:
+            frame = reader.frame(1)
+            answer = requests.get(f"{base}/frames/2/rendered", headers={"Accept": "image/png"})
+            assert answer.status_code == 200 and answer.headers["content-type"] == "image/png"
+            got = _picture(answer.content)
+            assert got.dtype == np.uint8 and got.shape[:2] == frame.shape[:2]
+            if frame.dtype == np.uint8:
+                np.testing.assert_array_equal(got, frame)
+            else:  # windowed into 8 bits: the order of values is kept
+                assert got.min() == 0 and got.max() == 255
+            jpeg = requests.get(f"{base}/rendered")
+            assert jpeg.headers["content-type"] == "image/jpeg" and _picture(jpeg.content).shape[:2] == frame.shape[:2]
+        assert requests.get(f"{base}/frames/1/rendered", headers={"Accept": "text/html"}).status_code == 406
+        assert requests.get(f"{base}/frames/1,2/rendered").status_code == 400

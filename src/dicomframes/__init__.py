@@ -34,6 +34,7 @@ from dicomframes.errors import (
     NotTiledError,
     RegionError,
     RequestError,
+    ServerBusyError,
     SlideError,
     StorageError,
     TranscodeError,
@@ -86,4 +87,5 @@ __all__ = [
     "NotAcceptableError",
     "NotFoundError",
     "RequestError",
+    "ServerBusyError",
 ]

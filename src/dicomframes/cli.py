@@ -575,6 +575,7 @@ def cmd_serve(args) -> int:
     print(f"dicomframes: {report.instances} instances ({report.skipped} files not DICOM, {len(report.failed)} failed) "
           f"in {report.seconds:.1f} s", file=sys.stderr)
     app = create_app(args.roots, storage_options=options, catalogue=catalogue, max_open=args.max_open,
+                     max_slides=args.max_slides, cache_mb=args.cache_mb, max_decodes=args.max_decodes,
                      max_frames=args.max_frames, token=args.token, cors_origins=args.cors or None)
     # uvicorn's own lines say where it listens (the port chosen, for --port 0) and log each request.
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
@@ -788,7 +789,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add(
         "serve", parents=[common, storage],
-        help="serve folders, buckets or files over DICOMweb (QIDO-RS, WADO-RS), with flat memory",
+        help="serve folders, buckets or files over DICOMweb (QIDO-RS, WADO-RS) and DeepZoom, with flat memory",
         description="Scan the roots' headers once, then serve searches, metadata, frames (as stored, or "
                     "decoded to uncompressed bytes) and whole instances at http://HOST:PORT/dicomweb. "
                     'Needs the [server] extra (pip install "dicomframes[server]").',
@@ -797,6 +798,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="the address to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=_int_at_least(0), default=8642, help="the port (0: any free one)")
     p.add_argument("--max-open", type=_int_at_least(1), default=64, help="readers kept open at most")
+    p.add_argument("--max-slides", type=_int_at_least(1), default=8, help="whole-slide series kept open at most")
+    p.add_argument("--cache-mb", type=float, default=64, help="MB of rendered frames and DeepZoom tiles kept")
+    p.add_argument("--max-decodes", type=_int_at_least(1), default=None,
+                   help="requests decoding at once; more wait, then get 503 (default: the cores)")
     p.add_argument("--max-frames", type=_int_at_least(1), default=512, help="frames one request may ask for")
     p.add_argument("--token", default=os.environ.get("DICOMFRAMES_TOKEN"),
                    help="require Authorization: Bearer TOKEN (default: $DICOMFRAMES_TOKEN; none: open)")

@@ -190,3 +190,9 @@ class NotAcceptableError(RequestError):
     """A request for frames in a media type or transfer syntax the server cannot send."""
 
     status = 406
+
+
+class ServerBusyError(RequestError):
+    """The server has as much decoding under way as it takes: try again shortly (503)."""
+
+    status = 503

@@ -1,4 +1,5 @@
-"""The ASGI app: DICOMweb (QIDO-RS searches, WADO-RS metadata, frames, instances).
+"""The ASGI app: DICOMweb (QIDO-RS searches, WADO-RS metadata, frames, rendered
+frames, instances) and DeepZoom.
 
 Handlers are plain functions, which Starlette runs on its thread pool (its
 limiter bounds how many run at once); each opens nothing but the readers of
@@ -13,7 +14,10 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import secrets
+import threading
+from contextlib import contextmanager
 from typing import Any, Iterator
 
 import numpy as np
@@ -24,11 +28,21 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from dicomframes.errors import DicomFramesError, NotAcceptableError, NotFoundError, RequestError, StorageError
-from dicomframes.server import dicom_json
+from dicomframes.errors import (
+    DicomFramesError,
+    NotAcceptableError,
+    NotFoundError,
+    RequestError,
+    ServerBusyError,
+    SlideError,
+    StorageError,
+)
+from dicomframes.server import deepzoom, dicom_json, images
+from dicomframes.server.cache import BytesCache
 from dicomframes.server.catalogue import Catalogue, Instance
-from dicomframes.server.media import FrameMedia, available, frame_media
-from dicomframes.server.readers import ReaderPool
+from dicomframes.server.media import available, frame_media
+from dicomframes.server.readers import ReaderPool, SlidePool
+from dicomframes.wsi.slide import Slide
 
 log = logging.getLogger("dicomframes.server")
 
@@ -38,12 +52,30 @@ DICOM_JSON = "application/dicom+json"
 
 
 class Server:
-    """The state behind the routes: the catalogue and the open readers."""
+    """The state behind the routes: the catalogue, the open readers and slides,
+    the cache of what was rendered, and the bound on decoding at once."""
 
-    def __init__(self, catalogue: Catalogue, readers: ReaderPool, max_frames: int) -> None:
+    def __init__(self, catalogue: Catalogue, readers: ReaderPool, slides: SlidePool, cache: BytesCache,
+                 max_frames: int, max_decodes: int, queue_seconds: float, tile_format: str) -> None:
         self.catalogue = catalogue
         self.readers = readers
+        self.slides = slides
+        self.cache = cache
         self.max_frames = max_frames
+        self.decodes = threading.BoundedSemaphore(max_decodes)
+        self.queue_seconds = queue_seconds
+        self.tile_format = tile_format
+
+    @contextmanager
+    def decoding(self) -> Iterator[None]:
+        """A turn to decode; ServerBusyError where none comes within `queue_seconds`
+        (backpressure: a full server says so instead of queueing without bound)."""
+        if not self.decodes.acquire(timeout=self.queue_seconds):
+            raise ServerBusyError("the server is decoding as much as it takes; retry shortly")
+        try:
+            yield
+        finally:
+            self.decodes.release()
 
     # -- helpers ---------------------------------------------------------------------------------
     def instance(self, request: Request) -> Instance:
@@ -120,7 +152,7 @@ class Server:
     # -- WADO-RS -----------------------------------------------------------------------------------
     def _metadata(self, request: Request, inst: Instance) -> dict[str, Any]:
         url = f"{self.base(request)}/studies/{inst.study}/series/{inst.series}/instances/{inst.sop}"
-        with self.readers.use(inst) as reader:
+        with self.readers.reader(inst) as reader:
             return dicom_json.metadata(reader.dataset(), url, inst.transfer_syntax)
 
     def instance_metadata(self, request: Request) -> Response:
@@ -146,8 +178,12 @@ class Server:
         tag = _etag(inst.sop, ",".join(map(str, numbers)), media.content_type)
         if _fresh(request, tag):
             return Response(status_code=304, headers={"ETag": tag, "Cache-Control": IMMUTABLE})
-        with self.readers.use(inst) as reader:
-            parts = [_frame_bytes(reader, n - 1, media) for n in numbers]
+        with self.readers.reader(inst) as reader:
+            if media.as_stored:
+                parts = [reader.encoded_frame(n - 1) for n in numbers]
+            else:
+                with self.decoding():
+                    parts = [_frame_bytes(reader, n - 1) for n in numbers]
         boundary = secrets.token_hex(16)
         body = b"".join(
             b"--" + boundary.encode() + b"\r\nContent-Type: " + media.content_type.encode() + b"\r\n\r\n" + part + b"\r\n"
@@ -167,7 +203,7 @@ class Server:
         boundary = secrets.token_hex(16)
 
         def chunks() -> Iterator[bytes]:
-            with self.readers.use(inst) as reader:  # taken once the body is sent, given back after
+            with self.readers.reader(inst) as reader:  # taken once the body is sent, given back after
                 source = reader.source
                 size = source.find_size() or 0
                 yield (f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n").encode()
@@ -181,8 +217,79 @@ class Server:
             "Cache-Control": IMMUTABLE,
         })
 
+    def rendered(self, request: Request) -> Response:
+        """A frame as a picture (PS3.18 rendered resources): JPEG or PNG by Accept."""
+        inst = self.instance(request)
+        text = request.path_params.get("frames", "1")
+        numbers = _frame_numbers(text, 1)
+        count = int(inst.attributes.get("NumberOfFrames") or 1)
+        if numbers[0] > count:
+            raise NotFoundError(f"the instance has {count} frames, not frame {numbers[0]}")
+        fmt = images.choose(request.headers.get("accept"))
+        if fmt is None:
+            raise NotAcceptableError("rendered frames are available as image/jpeg and image/png")
+        tag = _etag("rendered", inst.sop, str(numbers[0]), fmt)
+        if _fresh(request, tag):
+            return Response(status_code=304, headers={"ETag": tag, "Cache-Control": IMMUTABLE})
+        key = ("rendered", inst.sop, numbers[0], fmt)
+        body = self.cache.get(key)
+        if body is None:
+            with self.readers.reader(inst) as reader, self.decoding():
+                i = numbers[0] - 1
+                body = images.encode(images.to_8bit(reader, i, reader.frame(i)), fmt)
+            self.cache.put(key, body)
+        return Response(body, media_type=images.MEDIA[fmt], headers={"ETag": tag, "Cache-Control": IMMUTABLE})
+
+    def _series(self, series: str) -> list[Instance]:
+        members = [i for i in self.catalogue.instances() if i.series == series]
+        if not members:
+            raise NotFoundError("no such series")
+        return members
+
+    @contextmanager
+    def _slide(self, series: str) -> Iterator[Slide]:
+        pool = self.slides.slide(series, self._series(series))
+        try:
+            slide = pool.__enter__()  # opens the series' readers the first time
+        except SlideError as exc:
+            raise NotFoundError(f"the series is not a whole-slide image: {exc.message}") from None
+        try:
+            yield slide
+        finally:
+            pool.__exit__(None, None, None)
+
+    def dzi(self, request: Request) -> Response:
+        series = request.path_params["series"]
+        with self._slide(series) as slide:
+            body = deepzoom.for_slide(slide, self.tile_format).descriptor()
+        return Response(body, media_type="application/xml", headers={"Cache-Control": IMMUTABLE})
+
+    def dz_tile(self, request: Request) -> Response:
+        p = request.path_params
+        series, level, col, row = p["series"], p["level"], p["col"], p["row"]
+        if p["format"] != self.tile_format:
+            raise NotFoundError(f"DeepZoom tiles here are .{self.tile_format}")
+        tag = _etag("deepzoom", series, str(level), str(col), str(row), self.tile_format)
+        if _fresh(request, tag):
+            return Response(status_code=304, headers={"ETag": tag, "Cache-Control": IMMUTABLE})
+        key = ("deepzoom", series, level, col, row, self.tile_format)
+        body = self.cache.get(key)
+        if body is None:
+            with self._slide(series) as slide:
+                dz = deepzoom.for_slide(slide, self.tile_format)
+                stored = deepzoom.stored_tile(slide, dz, level, col, row)
+                if stored is not None:
+                    body = stored
+                else:
+                    with self.decoding():
+                        body = images.encode(deepzoom.made_tile(slide, dz, level, col, row), dz.format)
+            self.cache.put(key, body)
+        return Response(body, media_type=images.MEDIA[self.tile_format],
+                        headers={"ETag": tag, "Cache-Control": IMMUTABLE})
+
     def health(self, request: Request) -> Response:
         return JSONResponse({"status": "ok", "instances": len(self.catalogue), "open_readers": len(self.readers),
+                             "open_slides": len(self.slides), "cache": self.cache.stats(),
                              "skipped": self.catalogue.report.skipped, "failed": len(self.catalogue.report.failed)})
 
 
@@ -209,9 +316,8 @@ def _frame_numbers(text: str, most: int) -> list[int]:
     return numbers
 
 
-def _frame_bytes(reader: Any, i: int, media: FrameMedia) -> bytes:
-    if media.as_stored:
-        return reader.encoded_frame(i)
+def _frame_bytes(reader: Any, i: int) -> bytes:
+    """Frame `i` decoded, as uncompressed little-endian bytes."""
     frame = reader.frame(i)
     return np.ascontiguousarray(frame, dtype=frame.dtype.newbyteorder("<")).tobytes()
 
@@ -242,7 +348,8 @@ def _handler(server: Server, name: str):
         try:
             return method(request)
         except RequestError as exc:
-            return Response(exc.message + "\n", status_code=exc.status, media_type="text/plain")
+            headers = {"Retry-After": "1"} if exc.status == 503 else None
+            return Response(exc.message + "\n", status_code=exc.status, media_type="text/plain", headers=headers)
         except StorageError as exc:
             log.warning("%s: %s", request.url.path, exc)
             return Response(f"the file could not be read: {exc.message}\n", status_code=502, media_type="text/plain")
@@ -274,20 +381,29 @@ class _Token:
 
 
 def create_app(roots: Any, *, storage_options: dict[str, Any] | None = None, max_open: int = 64,
-               max_frames: int = 512, token: str | None = None, cors_origins: list[str] | None = None,
-               catalogue: Catalogue | None = None) -> Starlette:
+               max_slides: int = 8, cache_mb: float = 64, max_frames: int = 512, max_decodes: int | None = None,
+               queue_seconds: float = 5.0, tile_format: str = "jpeg", token: str | None = None,
+               cors_origins: list[str] | None = None, catalogue: Catalogue | None = None) -> Starlette:
     """The ASGI app serving the DICOM files under `roots` (folders, URL prefixes,
     files; scanned now unless a scanned `catalogue` is given).
 
-    `max_open` readers stay open at most (least recently used closed), a
-    request asks for at most `max_frames` frames, `token` (if given) must come
-    as ``Authorization: Bearer <token>``, and `cors_origins` may read from
-    other origins (a viewer served elsewhere).
+    `max_open` readers and `max_slides` whole-slide series stay open at most
+    (least recently used closed); up to `cache_mb` MB of rendered frames and
+    DeepZoom tiles are kept; a request asks for at most `max_frames` frames;
+    at most `max_decodes` requests decode at once (default: the cores), a
+    request that waits `queue_seconds` for its turn gets 503 with Retry-After;
+    DeepZoom tiles are `tile_format` ("jpeg" or "png"); `token` (if given)
+    must come as ``Authorization: Bearer <token>``; `cors_origins` may call
+    it from other origins (a viewer served elsewhere).
     """
+    if tile_format not in images.MEDIA:
+        raise ValueError(f"tile_format must be one of {sorted(images.MEDIA)}, not {tile_format!r}")
     if catalogue is None:
         catalogue = Catalogue(roots if isinstance(roots, (list, tuple)) else [roots], storage_options)
         catalogue.scan()
-    server = Server(catalogue, ReaderPool(max_open, storage_options), max_frames)
+    server = Server(catalogue, ReaderPool(max_open, storage_options), SlidePool(max_slides, storage_options),
+                    BytesCache(int(cache_mb * 1e6)), max_frames, max_decodes or os.cpu_count() or 2,
+                    queue_seconds, tile_format)
     study, series, sop = "{study}", "{series}", "{sop}"
     prefix = "/dicomweb"
     routes = [
@@ -304,6 +420,11 @@ def create_app(roots: Any, *, storage_options: dict[str, Any] | None = None, max
               _handler(server, "instance_metadata")),
         Route(f"{prefix}/studies/{study}/series/{series}/instances/{sop}/frames/{{frames}}",
               _handler(server, "frames")),
+        Route(f"{prefix}/studies/{study}/series/{series}/instances/{sop}/frames/{{frames}}/rendered",
+              _handler(server, "rendered")),
+        Route(f"{prefix}/studies/{study}/series/{series}/instances/{sop}/rendered", _handler(server, "rendered")),
+        Route("/deepzoom/{series}.dzi", _handler(server, "dzi")),
+        Route("/deepzoom/{series}_files/{level:int}/{col:int}_{row:int}.{format}", _handler(server, "dz_tile")),
     ]
     middleware = []
     if cors_origins:
