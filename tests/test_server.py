@@ -241,6 +241,9 @@ def test_unknown_uids_and_paths_are_404(served, files):
         answer = requests.get(url)
         assert answer.status_code == 404, url
     assert requests.get(f"{base}/studies", params={"limit": "many"}).status_code == 400
+    odd = requests.get(f"{base}/studies", params={"PatientName\r\nX-Injected: 1": "x", "Colour": "red"})
+    assert odd.status_code == 200 and "x-injected" not in odd.headers
+    assert "Colour" in odd.headers["Warning"] and "\n" not in odd.headers["Warning"]
 
 
 # -- metadata and instances ------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import hmac
 import json
 import logging
 import os
+import re
 import secrets
 import threading
 from contextlib import contextmanager
@@ -125,8 +126,9 @@ class Server:
                 obj.update([dicom_json.element("RetrieveURL", retrieve)])
             body.append(obj)
         headers = {}
-        if ignored:
-            headers["Warning"] = f'299 dicomframes "the following parameters are not supported: {", ".join(ignored)}"'
+        if ignored:  # names as given, but printable ASCII only (a header cannot carry line breaks)
+            names = ", ".join(re.sub(r'[^\x20-\x7e]|"', "?", key)[:64] for key in ignored[:20])
+            headers["Warning"] = f'299 dicomframes "the following parameters are not supported: {names}"'
         return JSONResponse(body, media_type=DICOM_JSON, headers=headers)
 
     def studies(self, request: Request) -> Response:
