@@ -177,7 +177,8 @@ class Server:
         media = frame_media(request.headers.get("accept"), inst.transfer_syntax)
         if media is None:
             raise NotAcceptableError("frames of this instance are available as: " + ", ".join(available(inst.transfer_syntax)))
-        tag = _etag(inst.sop, ",".join(map(str, numbers)), media.content_type)
+        # Weak: the frames are the same, the multipart boundary of each answer is not.
+        tag = "W/" + _etag(inst.sop, ",".join(map(str, numbers)), media.content_type)
         if _fresh(request, tag):
             return Response(status_code=304, headers={"ETag": tag, "Cache-Control": IMMUTABLE})
         with self.readers.reader(inst) as reader:
