@@ -38,8 +38,8 @@ from dicomframes.errors import (
     SlideError,
     StorageError,
 )
+from dicomframes.frames.frame_cache import FrameCache
 from dicomframes.server import deepzoom, dicom_json, images
-from dicomframes.server.cache import BytesCache
 from dicomframes.server.catalogue import Catalogue, Instance
 from dicomframes.server.media import available, frame_media
 from dicomframes.server.readers import ReaderPool, SlidePool
@@ -56,7 +56,7 @@ class Server:
     """The state behind the routes: the catalogue, the open readers and slides,
     the cache of what was rendered, and the bound on decoding at once."""
 
-    def __init__(self, catalogue: Catalogue, readers: ReaderPool, slides: SlidePool, cache: BytesCache,
+    def __init__(self, catalogue: Catalogue, readers: ReaderPool, slides: SlidePool, cache: FrameCache,
                  max_frames: int, max_decodes: int, queue_seconds: float, tile_format: str) -> None:
         self.catalogue = catalogue
         self.readers = readers
@@ -240,7 +240,7 @@ class Server:
             with self.readers.reader(inst) as reader, self.decoding():
                 i = numbers[0] - 1
                 body = images.encode(images.to_8bit(reader, i, reader.frame(i)), fmt)
-            self.cache.put(key, body)
+            self.cache.put_encoded(key, body)
         return Response(body, media_type=images.MEDIA[fmt], headers={"ETag": tag, "Cache-Control": IMMUTABLE})
 
     def _series(self, series: str) -> list[Instance]:
@@ -286,7 +286,7 @@ class Server:
                 else:
                     with self.decoding():
                         body = images.encode(deepzoom.made_tile(slide, dz, level, col, row), dz.format)
-            self.cache.put(key, body)
+            self.cache.put_encoded(key, body)
         return Response(body, media_type=images.MEDIA[self.tile_format],
                         headers={"ETag": tag, "Cache-Control": IMMUTABLE})
 
@@ -405,7 +405,7 @@ def create_app(roots: Any, *, storage_options: dict[str, Any] | None = None, max
         catalogue = Catalogue(roots if isinstance(roots, (list, tuple)) else [roots], storage_options)
         catalogue.scan()
     server = Server(catalogue, ReaderPool(max_open, storage_options), SlidePool(max_slides, storage_options),
-                    BytesCache(int(cache_mb * 1e6)), max_frames, max_decodes or os.cpu_count() or 2,
+                    FrameCache(int(cache_mb * 1e6), second_chance=False), max_frames, max_decodes or os.cpu_count() or 2,
                     queue_seconds, tile_format)
     study, series, sop = "{study}", "{series}", "{sop}"
     prefix = "/dicomweb"

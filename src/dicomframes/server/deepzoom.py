@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from dicomframes.errors import NotFoundError
-from dicomframes.server.images import encode
 from dicomframes.views.geometry import TILED_FULL
 from dicomframes.wsi.slide import Level, Slide, resize_area
 
@@ -117,14 +116,3 @@ def made_tile(slide: Slide, dz: DeepZoom, level: int, col: int, row: int) -> np.
         pad = [(0, max(0, h - region.shape[0])), (0, max(0, w - region.shape[1]))] + [(0, 0)] * (region.ndim - 2)
         region = np.pad(region, pad, mode="edge")
     return resize_area(region, w, h)
-
-
-def tile(slide: Slide, dz: DeepZoom, level: int, col: int, row: int, quality: int = 90) -> tuple[bytes, bool]:
-    """(the tile's file, whether it is a stored tile sent as it is)."""
-    stored = stored_tile(slide, dz, level, col, row)
-    if stored is not None:
-        return stored, True
-    pixels = made_tile(slide, dz, level, col, row)
-    if pixels.dtype != np.uint8:
-        pixels = np.clip(pixels, 0, 255).astype(np.uint8)
-    return encode(pixels, dz.format, quality), False

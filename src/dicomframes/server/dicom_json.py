@@ -76,8 +76,7 @@ def matches(value: Any, wanted: str) -> bool:
 
 def select(rows: Iterable[dict[str, Any]], query: dict[str, str]) -> list[dict[str, Any]]:
     """The rows (keyword -> value) matching every known key of `query`."""
-    wanted = [(k, v) for k, v in query.items() if k is not None]
-    return [row for row in rows if all(k in row and matches(row[k], v) for k, v in wanted)]
+    return [row for row in rows if all(k in row and matches(row[k], v) for k, v in query.items())]
 
 
 def studies(instances: list[Instance]) -> list[dict[str, Any]]:

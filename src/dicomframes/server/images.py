@@ -25,7 +25,9 @@ def to_8bit(reader: Any, i: int, frame: np.ndarray) -> np.ndarray:
     window, the frame's own range) mapped to 0-255."""
     if frame.dtype == np.uint8:
         return frame
-    values = np.asarray(reader.voi_lut(reader.modality_lut(i)), dtype=np.float64)
+    ds = reader.dataset()  # parsed once for both (each would read the header again)
+    modality = reader.modality_lut(frame, frame_number=i, dataset=ds)
+    values = np.asarray(reader.voi_lut(modality, frame_number=i, dataset=ds), dtype=np.float64)
     low, high = float(values.min()), float(values.max())
     scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
