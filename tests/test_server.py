@@ -9,14 +9,7 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import threading
-import time
 
 import numpy as np
 import pydicom
@@ -36,6 +29,7 @@ from dicomframes.server.catalogue import Catalogue
 from dicomframes.server.media import frame_media, parse_accept
 from dicomframes.server.readers import ReaderPool
 from dicomframes.wsi.slide import open_slide, resize_area
+from tests.helpers.serving import Running, Serving
 from tests.helpers.wsigen import write_pyramid
 
 EXPLICIT = "1.2.840.10008.1.2.1"
@@ -45,27 +39,6 @@ TEST_FILES = {  # pydicom's multi-frame test files: name -> transfer syntax
     "rle.dcm": "SC_rgb_rle_2frame.dcm",
     "big_endian.dcm": "SC_rgb_expb_2frame.dcm",
 }
-
-
-class Running:
-    """A uvicorn server for `app` on a free port, in a thread."""
-
-    def __init__(self, app) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            assert time.monotonic() < deadline and self.thread.is_alive(), "the server did not start"
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-        self.sock.close()
 
 
 @pytest.fixture(scope="module")
@@ -362,33 +335,16 @@ def test_accept_parsing_keeps_quoted_commas_and_drops_q0():
 
 # -- the command line ------------------------------------------------------------------------------
 def test_the_serve_command_serves_until_interrupted(root):
-    proc = subprocess.Popen([sys.executable, "-m", "dicomframes", "serve", str(root), "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    serving = Serving(str(root))
     try:
-        url = None
-        deadline = time.monotonic() + 60
-        lines = []
-        while url is None and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            found = re.search(r"(http://127\.0\.0\.1:\d+)", line)
-            if found and "Uvicorn running" in line:
-                url = found.group(1)
-        assert url is not None, "".join(lines)
-        assert any("instances (1 files not DICOM, 0 failed)" in line for line in lines), "".join(lines)
-        health = requests.get(f"{url}/health").json()
+        lines = "".join(serving.lines)
+        assert "instances (1 files not DICOM, 0 failed)" in lines, lines
+        health = requests.get(f"{serving.url}/health").json()
         assert health["instances"] == len(TEST_FILES) + 2
-        assert requests.get(f"{url}/dicomweb/studies").status_code == 200
+        assert requests.get(f"{serving.url}/dicomweb/studies").status_code == 200
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
-    assert proc.returncode in (0, 130)
+        returncode = serving.stop()
+    assert returncode in (0, 130)
 
 
 # -- DeepZoom and rendered frames -------------------------------------------------------------------

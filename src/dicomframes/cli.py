@@ -574,11 +574,28 @@ def cmd_serve(args) -> int:
             bar.close()
     print(f"dicomframes: {report.instances} instances ({report.skipped} files not DICOM, {len(report.failed)} failed) "
           f"in {report.seconds:.1f} s", file=sys.stderr)
-    app = create_app(args.roots, storage_options=options, catalogue=catalogue, max_open=args.max_open,
-                     max_slides=args.max_slides, cache_mb=args.cache_mb, max_decodes=args.max_decodes,
-                     max_frames=args.max_frames, token=args.token, cors_origins=args.cors or None)
+    settings = dict(roots=args.roots, storage_options=options, catalogue=catalogue, max_open=args.max_open,
+                    max_slides=args.max_slides, cache_mb=args.cache_mb, max_decodes=args.max_decodes,
+                    max_frames=args.max_frames, token=args.token, cors_origins=args.cors or None,
+                    rescan_seconds=args.rescan)
     # uvicorn's own lines say where it listens (the port chosen, for --port 0) and log each request.
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    if args.workers == 1:
+        uvicorn.run(create_app(**settings), host=args.host, port=args.port, log_level="info")
+        return EXIT_OK
+    # N processes of uvicorn's, each with its own readers and caches; the catalogue is scanned
+    # once, here, and handed to them in a file only this user can read.
+    import pickle
+    import tempfile
+
+    from dicomframes.server.app import SETTINGS_ENV
+
+    with tempfile.TemporaryDirectory(prefix="dicomframes-serve-") as folder:
+        path = os.path.join(folder, "settings.pickle")
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+            pickle.dump(settings, f)
+        os.environ[SETTINGS_ENV] = path
+        uvicorn.run("dicomframes.server.app:from_environment", factory=True, workers=args.workers,
+                    host=args.host, port=args.port, log_level="info")
     return EXIT_OK
 
 
@@ -791,7 +808,8 @@ def build_parser() -> argparse.ArgumentParser:
         "serve", parents=[common, storage],
         help="serve folders, buckets or files over DICOMweb (QIDO-RS, WADO-RS) and DeepZoom, with flat memory",
         description="Scan the roots' headers once, then serve searches, metadata, frames (as stored, or "
-                    "decoded to uncompressed bytes) and whole instances at http://HOST:PORT/dicomweb. "
+                    "decoded to uncompressed bytes) and whole instances at http://HOST:PORT/dicomweb, "
+                    "DeepZoom at /deepzoom, and a page listing the series (slides open in a viewer) at /. "
                     'Needs the [server] extra (pip install "dicomframes[server]").',
     )
     p.add_argument("roots", nargs="+", metavar="ROOT", help="folders, fsspec URL prefixes (s3://bucket/prefix/) or files")
@@ -807,6 +825,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="require Authorization: Bearer TOKEN (default: $DICOMFRAMES_TOKEN; none: open)")
     p.add_argument("--cors", action="append", default=[], metavar="ORIGIN",
                    help="an origin whose pages may call the server (repeatable; * for any)")
+    p.add_argument("--rescan", type=float, default=None, metavar="SECONDS",
+                   help="scan the roots again every SECONDS (also on demand: POST /admin/rescan)")
+    p.add_argument("--workers", type=_int_at_least(1), default=1,
+                   help="server processes (uvicorn's), each with its own readers and caches")
     p.set_defaults(func=cmd_serve)
 
     p = add("sample", parents=[common], help="write a sample multi-frame file (offline, for trying things out)")

@@ -15,9 +15,11 @@ import hmac
 import json
 import logging
 import os
+import pickle
 import re
 import secrets
 import threading
+import time
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -26,7 +28,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from dicomframes.errors import (
@@ -39,7 +41,7 @@ from dicomframes.errors import (
     StorageError,
 )
 from dicomframes.frames.frame_cache import FrameCache
-from dicomframes.server import deepzoom, dicom_json, images
+from dicomframes.server import deepzoom, dicom_json, images, pages
 from dicomframes.server.catalogue import Catalogue, Instance
 from dicomframes.server.media import available, frame_media
 from dicomframes.server.readers import ReaderPool, SlidePool
@@ -66,6 +68,7 @@ class Server:
         self.decodes = threading.BoundedSemaphore(max_decodes)
         self.queue_seconds = queue_seconds
         self.tile_format = tile_format
+        self.token_required = False
 
     @contextmanager
     def decoding(self) -> Iterator[None]:
@@ -77,6 +80,24 @@ class Server:
             yield
         finally:
             self.decodes.release()
+
+    def rescan(self) -> dict[str, Any]:
+        """Scan the roots again and serve what is there now. Readers, slides and
+        rendered output of files that changed or went are dropped (closed once
+        no request uses them); requests meanwhile are served from the old catalogue."""
+        before = {i.sop: i for i in self.catalogue.instances()}
+        report = self.catalogue.scan()
+        after = {i.sop: i for i in self.catalogue.instances()}
+        changed = {sop for sop, inst in before.items() if sop not in after or after[sop].location != inst.location}
+        series = {before[sop].series for sop in changed} | {after[sop].series for sop in after.keys() - before.keys()}
+        self.readers.discard(changed)
+        self.slides.discard(series)
+        if changed or series:
+            self.cache.clear()
+        log.info("rescan: %d instances, %d added, %d changed or gone", report.instances,
+                 len(after.keys() - before.keys()), len(changed))
+        return {"instances": report.instances, "added": len(after.keys() - before.keys()), "changed_or_gone": len(changed),
+                "skipped": report.skipped, "failed": len(report.failed), "seconds": round(report.seconds, 3)}
 
     # -- helpers ---------------------------------------------------------------------------------
     def instance(self, request: Request) -> Instance:
@@ -290,8 +311,32 @@ class Server:
         return Response(body, media_type=images.MEDIA[self.tile_format],
                         headers={"ETag": tag, "Cache-Control": IMMUTABLE})
 
+    # -- pages -------------------------------------------------------------------------------------
+    def index(self, request: Request) -> Response:
+        return HTMLResponse(pages.index(self.catalogue.instances()))
+
+    def view(self, request: Request) -> Response:
+        series = request.path_params["series"]
+        self._series(series)
+        return HTMLResponse(pages.viewer(series))
+
+    def script(self, request: Request) -> Response:
+        return Response(pages.viewer_script(), media_type="text/javascript", headers={"Cache-Control": "no-cache"})
+
+    # -- operations ----------------------------------------------------------------------------------
+    def admin_rescan(self, request: Request) -> Response:
+        # Behind a token only its holders get here; without one, only this machine may ask.
+        if not self.token_required and (request.client is None or request.client.host not in ("127.0.0.1", "::1")):
+            return Response("rescans are asked for from this machine, or with --token\n", status_code=403,
+                            media_type="text/plain")
+        return JSONResponse(self.rescan())
+
+    def ready(self, request: Request) -> Response:
+        """For a load balancer: 200 once the catalogue is scanned."""
+        return JSONResponse({"ready": True, "instances": len(self.catalogue)})
+
     def health(self, request: Request) -> Response:
-        return JSONResponse({"status": "ok", "instances": len(self.catalogue), "open_readers": len(self.readers),
+        return JSONResponse({"status": "ok", "pid": os.getpid(), "instances": len(self.catalogue), "open_readers": len(self.readers),
                              "open_slides": len(self.slides), "cache": self.cache.stats(),
                              "skipped": self.catalogue.report.skipped, "failed": len(self.catalogue.report.failed)})
 
@@ -343,6 +388,19 @@ def _cached(request: Request, body: Any, media_type: str, what: str) -> Response
     return Response(json.dumps(body), media_type=media_type, headers={"ETag": tag})
 
 
+def _rescan_every(server: Server, seconds: float) -> None:
+    """A daemon thread scanning again every `seconds` (a failed scan is logged; the old catalogue stays)."""
+    def loop() -> None:
+        while True:
+            time.sleep(seconds)
+            try:
+                server.rescan()
+            except Exception:  # a listing that failed now may work next time
+                log.exception("rescan failed")
+
+    threading.Thread(target=loop, name="dicomframes-rescan", daemon=True).start()
+
+
 # -- the app ---------------------------------------------------------------------------------------
 def _handler(server: Server, name: str):
     method = getattr(server, name)
@@ -366,14 +424,14 @@ def _handler(server: Server, name: str):
 
 class _Token:
     """ASGI middleware: requests must carry ``Authorization: Bearer <token>``
-    (the readiness endpoint excepted, for load balancers)."""
+    (the health and readiness endpoints excepted, for load balancers)."""
 
     def __init__(self, app: Any, token: str) -> None:
         self.app = app
         self.expected = f"Bearer {token}".encode()
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope.get("path") != "/health":
+        if scope["type"] == "http" and scope.get("path") not in ("/health", "/ready"):
             given = dict(scope.get("headers") or []).get(b"authorization", b"")
             if not hmac.compare_digest(given, self.expected):
                 response = Response("a bearer token is needed\n", status_code=401, media_type="text/plain",
@@ -386,7 +444,8 @@ class _Token:
 def create_app(roots: Any, *, storage_options: dict[str, Any] | None = None, max_open: int = 64,
                max_slides: int = 8, cache_mb: float = 64, max_frames: int = 512, max_decodes: int | None = None,
                queue_seconds: float = 5.0, tile_format: str = "jpeg", token: str | None = None,
-               cors_origins: list[str] | None = None, catalogue: Catalogue | None = None) -> Starlette:
+               cors_origins: list[str] | None = None, catalogue: Catalogue | None = None,
+               rescan_seconds: float | None = None) -> Starlette:
     """The ASGI app serving the DICOM files under `roots` (folders, URL prefixes,
     files; scanned now unless a scanned `catalogue` is given).
 
@@ -397,7 +456,9 @@ def create_app(roots: Any, *, storage_options: dict[str, Any] | None = None, max
     request that waits `queue_seconds` for its turn gets 503 with Retry-After;
     DeepZoom tiles are `tile_format` ("jpeg" or "png"); `token` (if given)
     must come as ``Authorization: Bearer <token>``; `cors_origins` may call
-    it from other origins (a viewer served elsewhere).
+    it from other origins (a viewer served elsewhere); every
+    `rescan_seconds` (if given) the roots are scanned again, as
+    ``POST /admin/rescan`` does on demand.
     """
     if tile_format not in images.MEDIA:
         raise ValueError(f"tile_format must be one of {sorted(images.MEDIA)}, not {tile_format!r}")
@@ -407,10 +468,18 @@ def create_app(roots: Any, *, storage_options: dict[str, Any] | None = None, max
     server = Server(catalogue, ReaderPool(max_open, storage_options), SlidePool(max_slides, storage_options),
                     FrameCache(int(cache_mb * 1e6), second_chance=False), max_frames, max_decodes or os.cpu_count() or 2,
                     queue_seconds, tile_format)
+    server.token_required = bool(token)
+    if rescan_seconds:
+        _rescan_every(server, rescan_seconds)
     study, series, sop = "{study}", "{series}", "{sop}"
     prefix = "/dicomweb"
     routes = [
+        Route("/", _handler(server, "index")),
+        Route("/view/{series}", _handler(server, "view")),
+        Route("/static/viewer.js", _handler(server, "script")),
         Route("/health", _handler(server, "health")),
+        Route("/ready", _handler(server, "ready")),
+        Route("/admin/rescan", _handler(server, "admin_rescan"), methods=["POST"]),
         Route(f"{prefix}/studies", _handler(server, "studies")),
         Route(f"{prefix}/series", _handler(server, "series")),
         Route(f"{prefix}/instances", _handler(server, "instances")),
@@ -441,3 +510,16 @@ def create_app(roots: Any, *, storage_options: dict[str, Any] | None = None, max
         wrapped.state = app.state
         return wrapped
     return app
+
+
+#: where `dicomframes serve --workers N` leaves its settings for the server processes
+SETTINGS_ENV = "DICOMFRAMES_SERVE_SETTINGS"
+
+
+def from_environment() -> Starlette:
+    """The app of one of the processes of ``dicomframes serve --workers N``
+    (uvicorn's factory): the settings, scanned catalogue included, come from
+    the private file the parent wrote, so the processes do not scan again."""
+    with open(os.environ[SETTINGS_ENV], "rb") as f:
+        settings = pickle.load(f)  # written by our own parent, in a folder only it can write
+    return create_app(**settings)

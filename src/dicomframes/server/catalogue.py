@@ -120,6 +120,16 @@ class Catalogue:
                  report.instances, report.skipped, len(report.failed), report.seconds)
         return report
 
+    # -- handing over to server processes (pickled: the lock is made again) -----------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     # -- lookups -----------------------------------------------------------------------------
     def instances(self) -> list[Instance]:
         with self._lock:

@@ -95,6 +95,19 @@ class OpenPool(Generic[T]):
         if retired:
             thing.close()
 
+    def discard(self, keys: set[str]) -> None:
+        """Forget the things of `keys` (their files changed): closed now, or by their last user."""
+        with self._lock:
+            out = []
+            for key in keys & self._open.keys():
+                thing = self._open.pop(key)
+                if self._users.get(id(thing)):
+                    self._retired.add(id(thing))
+                else:
+                    out.append(thing)
+        for thing in out:
+            thing.close()
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._open)

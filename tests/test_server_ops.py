@@ -1,0 +1,151 @@
+"""Running the server: its pages, readiness, rescans (timed and asked for) and several processes."""
+
+from __future__ import annotations
+
+import time
+
+import pydicom
+import pytest
+import requests
+from pydicom.data import get_testdata_file
+
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+
+from dicomframes.server import create_app
+from tests.helpers.serving import Running, Serving
+from tests.helpers.wsigen import write_pyramid
+
+JPEG = "color3d_jpeg_baseline.dcm"
+
+
+def _copy(folder, name: str, source: str = JPEG) -> pydicom.Dataset:
+    """`source` under `folder` as `name`, with UIDs of its own (another instance in another series)."""
+    ds = pydicom.dcmread(get_testdata_file(source))
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    ds.SeriesInstanceUID = pydicom.uid.generate_uid()
+    ds.save_as(folder / name)
+    return ds
+
+
+@pytest.fixture()
+def folder(tmp_path):
+    _copy(tmp_path, "a.dcm")
+    write_pyramid(tmp_path / "slide", width=600, height=400, levels=2, codec="jpeg", tile_size=(128, 128),
+                  label=False, overview=False)
+    return tmp_path
+
+
+def _sops(url: str) -> set[str]:
+    return {row["00080018"]["Value"][0] for row in requests.get(f"{url}/dicomweb/instances").json()}
+
+
+def test_the_index_page_lists_every_series_and_links_slides_to_the_viewer(folder):
+    running = Running(create_app(str(folder)))
+    try:
+        page = requests.get(running.url + "/")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        series = {row["0020000E"]["Value"][0]: row for row in requests.get(f"{running.url}/dicomweb/series").json()}
+        assert len(series) == 2
+        for uid in series:
+            assert uid in page.text
+        assert page.text.count('href="/view/') == 1  # the slide; the other series links a rendered frame
+        assert page.text.count("/rendered") == 1
+        viewed = page.text.split('href="/view/')[1].split('"')[0]
+        view = requests.get(f"{running.url}/view/{viewed}")
+        assert view.status_code == 200 and f"/deepzoom/{viewed}.dzi" in view.text
+        script = requests.get(running.url + "/static/viewer.js")
+        assert script.status_code == 200 and "openViewer" in script.text
+        assert requests.get(f"{running.url}/view/1.2.3").status_code == 404
+        assert requests.get(f"{running.url}/view/..%2F..%2Fetc").status_code == 404
+    finally:
+        running.stop()
+
+
+def test_the_index_page_escapes_what_the_files_say(tmp_path):
+    ds = _copy(tmp_path, "a.dcm")
+    ds.Modality = "<b>"
+    ds.save_as(tmp_path / "a.dcm")
+    running = Running(create_app(str(tmp_path)))
+    try:
+        text = requests.get(running.url + "/").text
+        assert "<b>" not in text and "&lt;b&gt;" in text
+    finally:
+        running.stop()
+
+
+def test_ready_answers_without_the_token(folder):
+    running = Running(create_app(str(folder), token="s3cret"))
+    try:
+        ready = requests.get(running.url + "/ready")
+        assert ready.status_code == 200 and ready.json()["ready"] is True
+        assert requests.get(running.url + "/").status_code == 401
+    finally:
+        running.stop()
+
+
+def test_a_rescan_asked_for_serves_what_is_there_now_and_forgets_what_went(folder):
+    running = Running(create_app(str(folder)))
+    server = running.server.config.app.state.server
+    try:
+        before = _sops(running.url)
+        gone = next(iter(before - {i.sop for i in server.catalogue.instances() if "slide" in str(i.location)}))
+        frames = f"{running.url}/dicomweb/studies/{{}}/series/{{}}/instances/{gone}/frames/1"
+        inst = next(i for i in server.catalogue.instances() if i.sop == gone)
+        url = frames.format(inst.study, inst.series)
+        assert requests.get(url, headers={"Accept": "multipart/related; type=application/octet-stream"}).status_code == 200
+        assert len(server.readers) == 1  # its reader is open
+        added = _copy(folder, "b.dcm")
+        (folder / "a.dcm").unlink()
+        answer = requests.post(running.url + "/admin/rescan")
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["added"] == 1 and answer.json()["changed_or_gone"] == 1
+        after = _sops(running.url)
+        assert after == (before - {gone}) | {added.SOPInstanceUID}
+        assert len(server.readers) == 0  # the gone file's reader was closed
+        assert requests.get(url, headers={"Accept": "multipart/related; type=application/octet-stream"}).status_code == 404
+        assert requests.get(running.url + "/admin/rescan").status_code == 405  # asked for by POST only
+    finally:
+        running.stop()
+
+
+def test_a_rescan_needs_the_token_when_there_is_one(folder):
+    running = Running(create_app(str(folder), token="s3cret"))
+    try:
+        assert requests.post(running.url + "/admin/rescan").status_code == 401
+        answer = requests.post(running.url + "/admin/rescan", headers={"Authorization": "Bearer s3cret"})
+        assert answer.status_code == 200 and answer.json()["instances"] == 3
+    finally:
+        running.stop()
+
+
+def test_timed_rescans_find_new_files(folder):
+    running = Running(create_app(str(folder), rescan_seconds=0.2))
+    try:
+        count = len(_sops(running.url))
+        added = _copy(folder, "b.dcm")
+        deadline = time.monotonic() + 20
+        while added.SOPInstanceUID not in _sops(running.url):
+            assert time.monotonic() < deadline, "a timed rescan did not find the new file"
+            time.sleep(0.1)
+        assert len(_sops(running.url)) == count + 1
+    finally:
+        running.stop()
+
+
+def test_workers_are_server_processes_sharing_one_scan(folder):
+    serving = Serving(str(folder), "--workers", "2")
+    try:
+        assert any("instances" in line and "in " in line for line in serving.lines)
+        assert sum("catalogue:" in line for line in serving.lines) <= 1  # scanned once, by the parent
+        pids = set()
+        deadline = time.monotonic() + 30
+        while len(pids) < 2 and time.monotonic() < deadline:
+            # a new connection each time: the kernel spreads them over the processes
+            health = requests.get(serving.url + "/health", headers={"Connection": "close"}).json()
+            assert health["instances"] == 3
+            pids.add(health["pid"])
+        assert len(pids) == 2
+        assert serving.proc.pid not in pids
+    finally:
+        assert serving.stop() in (0, 130)
