@@ -559,7 +559,7 @@ def cmd_serve(args) -> int:
     try:
         import uvicorn
 
-        from dicomframes.server.app import create_app
+        from dicomframes.server.app import create_app, limit_heap
         from dicomframes.server.catalogue import Catalogue
     except ImportError as exc:
         raise MissingDependencyError(f"serve needs {exc.name or 'the [server] extra'}", hint=INSTALL) from None
@@ -580,6 +580,7 @@ def cmd_serve(args) -> int:
                     rescan_seconds=args.rescan)
     # uvicorn's own lines say where it listens (the port chosen, for --port 0) and log each request.
     if args.workers == 1:
+        limit_heap()
         uvicorn.run(create_app(**settings), host=args.host, port=args.port, log_level="info")
         return EXIT_OK
     # N processes of uvicorn's, each with its own readers and caches; the catalogue is scanned

@@ -68,6 +68,7 @@ class Catalogue:
         self.max_workers = max_workers
         self._lock = threading.Lock()
         self._instances: dict[str, Instance] = {}
+        self._series: dict[str, list[Instance]] = {}
         self.report = ScanReport()
 
     # -- scanning ----------------------------------------------------------------------------
@@ -113,8 +114,12 @@ class Catalogue:
                     instances[result.sop] = result
         report.instances = len(instances)
         report.seconds = time.perf_counter() - start
+        by_series: dict[str, list[Instance]] = {}
+        for inst in instances.values():
+            by_series.setdefault(inst.series, []).append(inst)
         with self._lock:
             self._instances = instances
+            self._series = by_series
             self.report = report
         log.info("catalogue: %d instances, %d files skipped (not DICOM), %d failed, in %.2f s",
                  report.instances, report.skipped, len(report.failed), report.seconds)
@@ -134,6 +139,11 @@ class Catalogue:
     def instances(self) -> list[Instance]:
         with self._lock:
             return list(self._instances.values())
+
+    def series(self, series: str) -> list[Instance]:
+        """The instances of a series (any study), none if it is not here."""
+        with self._lock:
+            return list(self._series.get(series, ()))
 
     def get(self, study: str, series: str, sop: str) -> Instance | None:
         """The instance with these UIDs, or None (a UID of another study or series is not it)."""
