@@ -412,8 +412,7 @@ def resize_area(image: np.ndarray, width: int, height: int) -> np.ndarray:
         raise ValueError(f"resize_area only shrinks: {w}x{h} -> {width}x{height}")
     ys = (np.arange(height) * h) // height
     xs = (np.arange(width) * w) // width
-    # Summed in float64 as they are read (exact for integers), never a float64 copy of the whole image.
-    acc = np.add.reduceat(image, ys, axis=0, dtype=np.float64)
+    acc = np.add.reduceat(image.astype(np.float64), ys, axis=0)
     acc = np.add.reduceat(acc, xs, axis=1)
     counts = np.diff(np.append(ys, h))[:, None] * np.diff(np.append(xs, w))[None, :]
     if image.ndim == 3:
