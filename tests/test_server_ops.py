@@ -149,3 +149,32 @@ def test_workers_are_server_processes_sharing_one_scan(folder):
         assert serving.proc.pid not in pids
     finally:
         assert serving.stop() in (0, 130)
+
+
+def test_frames_of_a_remote_file_asked_together_are_read_together(nginx):
+    """A WADO-RS request for 20 neighbouring frames of a file over HTTP reads them in one
+    range request (planned reads), and each part is the frame's bytes as stored."""
+    import dicomframes
+
+    url = f"{nginx.url}/bot.dcm"
+    running = Running(create_app(url))
+    try:
+        inst = running.server.config.app.state.server.catalogue.instances()[0]
+        path = f"{running.url}/dicomweb/studies/{inst.study}/series/{inst.series}/instances/{inst.sop}/frames/"
+        # the header and index are read once the reader opens; count what the frames take after
+        first = requests.get(path + "1", headers={"Accept": 'multipart/related; type="application/octet-stream"; transfer-syntax=*'})
+        assert first.status_code == 200
+        mark = nginx.mark()
+        answer = requests.get(path + ",".join(str(n) for n in range(11, 31)),
+                              headers={"Accept": 'multipart/related; type="application/octet-stream"; transfer-syntax=*'})
+        assert answer.status_code == 200
+        ranged = [r for r in nginx.since(mark, 1) if r.path.endswith("/bot.dcm") and r.range]
+        assert len(ranged) == 1
+        with dicomframes.open(url) as reader:
+            expected = [reader.encoded_frame(i) for i in range(10, 30)]
+            assert reader.encoded_frames([12, 10, 12, -1]) == [reader.encoded_frame(i) for i in (12, 10, 12, -1)]
+        boundary = answer.headers["content-type"].split("boundary=")[1].encode()
+        parts = [p.split(b"\r\n\r\n", 1)[1][:-2] for p in answer.content.split(b"--" + boundary)[1:-1]]
+        assert parts == expected
+    finally:
+        running.stop()

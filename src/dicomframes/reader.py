@@ -431,6 +431,15 @@ class Reader:
         span = self._span(i)
         return bytes(self._encoded(span, self._frames.read(span)))
 
+    def encoded_frames(self, indices: Iterable[int]) -> list[bytes]:
+        """The bytes as stored of the frames of `indices` (a few: a WADO-RS
+        request's), fetched together in planned reads: frames near each other
+        in the file take one request between them, as `read_frames` fetches."""
+        self.check_open()
+        spans = [self._span(i) for i in indices]
+        blobs = self._frames.read_many(list(dict.fromkeys(spans)), self.policy)
+        return [bytes(self._encoded(span, blobs[span])) for span in spans]
+
     def frame(self, i: int) -> np.ndarray:
         """Frame `i` (0-based; negative counts from the end) as a NumPy array."""
         self.check_open()

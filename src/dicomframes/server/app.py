@@ -206,7 +206,7 @@ class Server:
             return Response(status_code=304, headers={"ETag": tag, "Cache-Control": IMMUTABLE})
         with self.readers.reader(inst) as reader:
             if media.as_stored:
-                parts = [reader.encoded_frame(n - 1) for n in numbers]
+                parts = reader.encoded_frames(n - 1 for n in numbers)
             else:
                 with self.decoding():
                     parts = [_frame_bytes(reader, n - 1) for n in numbers]
