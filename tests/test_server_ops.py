@@ -178,3 +178,22 @@ def test_frames_of_a_remote_file_asked_together_are_read_together(nginx):
         assert parts == expected
     finally:
         running.stop()
+
+
+def test_metadata_is_made_once_then_kept(folder):
+    running = Running(create_app(str(folder)))
+    server = running.server.config.app.state.server
+    try:
+        inst = next(i for i in server.catalogue.instances() if "slide" not in str(i.location))
+        url = f"{running.url}/dicomweb/studies/{inst.study}/series/{inst.series}/instances/{inst.sop}/metadata"
+        first = requests.get(url)
+        hits = server.cache.stats()["hits"]
+        opened = server.readers.opened
+        second = requests.get(url)
+        assert second.json() == first.json() and first.json()[0]["00080018"]["Value"] == [inst.sop]
+        assert server.cache.stats()["hits"] == hits + 1 and server.readers.opened == opened
+        series = requests.get(url.rsplit("/instances/", 1)[0] + "/metadata").json()
+        assert series == first.json()
+        assert requests.get(url, headers={"If-None-Match": second.headers["etag"]}).status_code == 304
+    finally:
+        running.stop()

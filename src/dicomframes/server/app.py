@@ -22,7 +22,7 @@ import secrets
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 from starlette.applications import Starlette
@@ -175,20 +175,26 @@ class Server:
                       f"/instances/{r['SOPInstanceUID']}")
 
     # -- WADO-RS -----------------------------------------------------------------------------------
-    def _metadata(self, request: Request, inst: Instance) -> dict[str, Any]:
+    def _metadata(self, request: Request, inst: Instance) -> bytes:
+        """The instance's DICOM JSON, kept in the cache: the header is parsed once, not per request."""
         url = f"{self.base(request)}/studies/{inst.study}/series/{inst.series}/instances/{inst.sop}"
-        with self.readers.reader(inst) as reader:
-            return dicom_json.metadata(reader.dataset(), url, inst.transfer_syntax)
+        key = ("metadata", url)  # the URL carries the host the client used, which the BulkDataURI names
+        body = self.cache.get(key)
+        if body is None:
+            with self.readers.reader(inst) as reader:
+                body = json.dumps(dicom_json.metadata(reader.dataset(), url, inst.transfer_syntax)).encode()
+            self.cache.put_encoded(key, body)
+        return bytes(body)
 
     def instance_metadata(self, request: Request) -> Response:
         inst = self.instance(request)
-        return _cached(request, [self._metadata(request, inst)], DICOM_JSON, f"metadata {inst.sop}")
+        return _cached(request, lambda: b"[" + self._metadata(request, inst) + b"]", DICOM_JSON, f"metadata {inst.sop}")
 
     def series_metadata(self, request: Request) -> Response:
         p = request.path_params
         members = sorted(self.members(p["study"], p["series"]), key=lambda i: i.sop)
-        body = [self._metadata(request, inst) for inst in members]
-        return _cached(request, body, DICOM_JSON, "metadata " + " ".join(i.sop for i in members))
+        return _cached(request, lambda: b"[" + b",".join(self._metadata(request, inst) for inst in members) + b"]",
+                       DICOM_JSON, "metadata " + " ".join(i.sop for i in members))
 
     def frames(self, request: Request) -> Response:
         inst = self.instance(request)
@@ -397,11 +403,12 @@ def _fresh(request: Request, tag: str) -> bool:
     return wanted.strip() == "*" or any(hmac.compare_digest(t.strip(), tag) for t in wanted.split(","))
 
 
-def _cached(request: Request, body: Any, media_type: str, what: str) -> Response:
+def _cached(request: Request, body: Callable[[], bytes], media_type: str, what: str) -> Response:
+    """`body()` with an ETag naming `what`; a 304 (and no body made) where the client has it."""
     tag = _etag(what)
     if _fresh(request, tag):
         return Response(status_code=304, headers={"ETag": tag})
-    return Response(json.dumps(body), media_type=media_type, headers={"ETag": tag})
+    return Response(body(), media_type=media_type, headers={"ETag": tag})
 
 
 def _rescan_every(server: Server, seconds: float) -> None:
