@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pydicom
@@ -131,6 +132,11 @@ def test_timed_rescans_find_new_files(folder):
         assert len(_sops(running.url)) == count + 1
     finally:
         running.stop()
+    # the app's shutdown ends the timed rescans: nothing keeps scanning behind the next test
+    deadline = time.monotonic() + 5
+    while any(t.name.startswith("dicomframes-rescan") for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "timed rescans went on after the server stopped"
+        time.sleep(0.05)
 
 
 def test_workers_are_server_processes_sharing_one_scan(folder):

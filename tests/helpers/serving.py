@@ -33,6 +33,9 @@ class Running:
         self.server.should_exit = True
         self.thread.join(10)
         self.sock.close()
+        state = getattr(self.server.config.app, "state", None)
+        if state is not None and hasattr(state, "server"):
+            state.server.close()  # lifespan is off here: what the app's shutdown would do
 
 
 class Serving:

@@ -20,9 +20,8 @@ import pickle
 import re
 import secrets
 import threading
-import time
-from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any, AsyncIterator, Callable, Iterator
 
 import numpy as np
 from starlette.applications import Starlette
@@ -71,6 +70,13 @@ class Server:
         self.queue_seconds = queue_seconds
         self.tile_format = tile_format
         self.token_required = False
+        self.closed = threading.Event()  # ends timed rescans
+
+    def close(self) -> None:
+        """Stop timed rescans and close every open reader and slide (the app's shutdown)."""
+        self.closed.set()
+        self.readers.close()
+        self.slides.close()
 
     @contextmanager
     def decoding(self) -> Iterator[None]:
@@ -412,16 +418,25 @@ def _cached(request: Request, body: Callable[[], bytes], media_type: str, what: 
 
 
 def _rescan_every(server: Server, seconds: float) -> None:
-    """A daemon thread scanning again every `seconds` (a failed scan is logged; the old catalogue stays)."""
+    """A daemon thread scanning again every `seconds` until the server closes
+    (a failed scan is logged; the old catalogue stays)."""
     def loop() -> None:
-        while True:
-            time.sleep(seconds)
+        while not server.closed.wait(seconds):
             try:
                 server.rescan()
             except Exception:  # a listing that failed now may work next time
                 log.exception("rescan failed")
 
     threading.Thread(target=loop, name="dicomframes-rescan", daemon=True).start()
+
+
+def _closing(server: Server):
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        yield
+        server.close()
+
+    return lifespan
 
 
 # -- the app ---------------------------------------------------------------------------------------
@@ -539,7 +554,7 @@ def create_app(roots: Any, *, storage_options: dict[str, Any] | None = None, max
         middleware.append(Middleware(CORSMiddleware, allow_origins=cors_origins, allow_methods=["GET"],
                                      allow_headers=["Accept", "Authorization", "If-None-Match"],
                                      expose_headers=["ETag", "Warning"]))
-    app = Starlette(routes=routes, middleware=middleware)
+    app = Starlette(routes=routes, middleware=middleware, lifespan=_closing(server))
     app.state.server = server
     if token:
         wrapped: Any = _Token(app, token)
