@@ -203,3 +203,26 @@ def test_metadata_is_made_once_then_kept(folder):
         assert requests.get(url, headers={"If-None-Match": second.headers["etag"]}).status_code == 304
     finally:
         running.stop()
+
+
+def test_a_restarted_server_does_not_walk_a_file_without_offset_table_again(nginx):
+    """The frame index a walk built is kept (the reader's index cache, on by default for
+    remote files): a server started again over the same file reads the last frame with
+    no walk, in a few requests instead of the walk's."""
+    url = f"{nginx.url}/walked.dcm"
+    counts = []
+    for _ in range(2):
+        running = Running(create_app(url))
+        try:
+            inst = running.server.config.app.state.server.catalogue.instances()[0]
+            mark = nginx.mark()
+            answer = requests.get(
+                f"{running.url}/dicomweb/studies/{inst.study}/series/{inst.series}/instances/{inst.sop}/frames/1000",
+                headers={"Accept": 'multipart/related; type="application/octet-stream"; transfer-syntax=*'})
+            assert answer.status_code == 200
+            records = [r for r in nginx.since(mark, 1) if r.path.endswith("/walked.dcm")]
+            counts.append((len(records), sum(r.bytes for r in records)))
+        finally:
+            running.stop()
+    (walked, walked_bytes), (again, again_bytes) = counts
+    assert again <= 2 < walked and again_bytes * 10 < walked_bytes, counts
