@@ -226,3 +226,30 @@ def test_a_restarted_server_does_not_walk_a_file_without_offset_table_again(ngin
             running.stop()
     (walked, walked_bytes), (again, again_bytes) = counts
     assert again <= 2 < walked and again_bytes * 10 < walked_bytes, counts
+
+
+def test_a_tile_asked_for_by_many_at_once_is_made_once(folder, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dicomframes.server import deepzoom
+
+    made = []
+    real = deepzoom.made_tile
+
+    def slow_made_tile(*args):
+        made.append(args[2:])
+        time.sleep(0.3)  # long enough for every request to arrive while it is made
+        return real(*args)
+
+    monkeypatch.setattr(deepzoom, "made_tile", slow_made_tile)
+    running = Running(create_app(str(folder)))
+    try:
+        series = requests.get(f"{running.url}/").text.split('href="/view/')[1].split('"')[0]
+        url = f"{running.url}/deepzoom/{series}_files/7/0_0.jpeg"  # 600x400 at 1/4: from level 1, resampled
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda _: requests.get(url), range(8)))
+        assert [a.status_code for a in answers] == [200] * 8
+        assert len({a.content for a in answers}) == 1
+        assert made == [(7, 0, 0)]
+    finally:
+        running.stop()

@@ -71,6 +71,8 @@ class Server:
         self.tile_format = tile_format
         self.token_required = False
         self.closed = threading.Event()  # ends timed rescans
+        self._making: dict[Any, threading.Event] = {}  # what some request is rendering now
+        self._making_lock = threading.Lock()
 
     def close(self) -> None:
         """Stop timed rescans and close every open reader and slide (the app's shutdown)."""
@@ -88,6 +90,32 @@ class Server:
             yield
         finally:
             self.decodes.release()
+
+    def made_once(self, key: Any, make: Callable[[], bytes]) -> bytes:
+        """`make()`'s bytes, kept in the cache under `key`; requests that want the
+        same thing while one makes it wait for that one instead of making it too
+        (a viewer's neighbours ask for the same tiles at once)."""
+        with self._making_lock:
+            pending = self._making.get(key)
+            mine = pending is None
+            if mine:
+                pending = self._making[key] = threading.Event()
+        assert pending is not None
+        if not mine:
+            pending.wait(self.queue_seconds)
+            body = self.cache.get(key)
+            if body is not None:
+                return bytes(body)
+            # the maker failed, or the cache could not keep it: make it here
+        try:
+            body = make()
+            self.cache.put_encoded(key, body)
+            return body
+        finally:
+            if mine:
+                with self._making_lock:
+                    del self._making[key]
+                pending.set()
 
     def rescan(self) -> dict[str, Any]:
         """Scan the roots again and serve what is there now. Readers, slides and
@@ -272,10 +300,12 @@ class Server:
         key = ("rendered", inst.sop, numbers[0], fmt)
         body = self.cache.get(key)
         if body is None:
-            with self.readers.reader(inst) as reader, self.decoding():
-                i = numbers[0] - 1
-                body = images.encode(images.to_8bit(reader, i, reader.frame(i)), fmt)
-            self.cache.put_encoded(key, body)
+            def make() -> bytes:
+                with self.readers.reader(inst) as reader, self.decoding():
+                    i = numbers[0] - 1
+                    return images.encode(images.to_8bit(reader, i, reader.frame(i)), fmt)
+
+            body = self.made_once(key, make)
         return Response(body, media_type=images.MEDIA[fmt], headers={"ETag": tag, "Cache-Control": IMMUTABLE})
 
     def _series(self, series: str) -> list[Instance]:
@@ -327,15 +357,16 @@ class Server:
         key, tag = self._dz_key(request)
         p = request.path_params
         series, level, col, row = p["series"], p["level"], p["col"], p["row"]
-        with self._slide(series) as slide:
-            dz = deepzoom.for_slide(slide, self.tile_format)
-            stored = deepzoom.stored_tile(slide, dz, level, col, row)
-            if stored is not None:
-                body = stored
-            else:
+        def make() -> bytes:
+            with self._slide(series) as slide:
+                dz = deepzoom.for_slide(slide, self.tile_format)
+                stored = deepzoom.stored_tile(slide, dz, level, col, row)
+                if stored is not None:
+                    return stored
                 with self.decoding():
-                    body = images.encode(deepzoom.made_tile(slide, dz, level, col, row), dz.format)
-        self.cache.put_encoded(key, body)
+                    return images.encode(deepzoom.made_tile(slide, dz, level, col, row), dz.format)
+
+        body = self.made_once(key, make)
         return Response(body, media_type=images.MEDIA[self.tile_format],
                         headers={"ETag": tag, "Cache-Control": IMMUTABLE})
 
