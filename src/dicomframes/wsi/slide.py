@@ -412,7 +412,16 @@ def resize_area(image: np.ndarray, width: int, height: int) -> np.ndarray:
         raise ValueError(f"resize_area only shrinks: {w}x{h} -> {width}x{height}")
     ys = (np.arange(height) * h) // height
     xs = (np.arange(width) * w) // width
-    acc = np.add.reduceat(image.astype(np.float64), ys, axis=0)
+    # Rows are summed in bands of about 4 MB of float64 each: the whole image
+    # as float64 (8x its bytes for uint8) is never made. Output rows are sums
+    # of their own source rows, so banding changes no value.
+    row_bytes = max(1, image[0].size * 8)
+    band = max(1, (4 << 20) // (row_bytes * max(1, h // height)))
+    acc = np.empty((height,) + image.shape[1:], np.float64)
+    for a in range(0, height, band):
+        b = min(height, a + band)
+        stop = ys[b] if b < height else h
+        acc[a:b] = np.add.reduceat(image[ys[a]:stop].astype(np.float64), ys[a:b] - ys[a], axis=0)
     acc = np.add.reduceat(acc, xs, axis=1)
     counts = np.diff(np.append(ys, h))[:, None] * np.diff(np.append(xs, w))[None, :]
     if image.ndim == 3:
