@@ -103,7 +103,7 @@ def served(slides, other_origin):
     running.stop()
 
 
-def _series(served, name: str, slides) -> str:
+def _series(name: str, slides) -> str:
     with open_slide(str(slides / name)) as slide:
         return slide.levels[0].readers[0].header.get("SeriesInstanceUID")
 
@@ -136,7 +136,7 @@ def _open(browser, url: str, ready: str):
 
 @pytest.mark.parametrize("name", ["generated", "wsidicomizer"])
 def test_openseadragon_shows_the_slide_from_another_origin(browser, served, other_origin, slides, name):
-    series = _series(served, name, slides)
+    series = _series(name, slides)
     osd_ready = "window.viewer && viewer.world.getItemCount() === 1 && viewer.world.getItemAt(0).getFullyLoaded()"
     page, answers = _open(browser, f"{other_origin}/osd.html?dzi={served.url}/deepzoom/{series}.dzi", osd_ready)
     try:
@@ -149,7 +149,7 @@ def test_openseadragon_shows_the_slide_from_another_origin(browser, served, othe
 
 @pytest.mark.parametrize("name", ["generated", "wsidicomizer"])
 def test_the_viewer_page_shows_the_slide_and_zooms(browser, served, slides, name):
-    series = _series(served, name, slides)
+    series = _series(name, slides)
     loaded = "document.getElementById('slide') && document.getElementById('slide').dataset.loaded === 'true'"
     page, answers = _open(browser, f"{served.url}/view/{series}", loaded)
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
 
 import pydicom
 import pytest
@@ -37,13 +38,22 @@ def folder(tmp_path):
     return tmp_path
 
 
+@contextmanager
+def _serving(*roots, **options):
+    """The app over `roots` in a uvicorn thread: (the running server, the app's `Server`)."""
+    running = Running(create_app(*roots, **options))
+    try:
+        yield running, running.server.config.app.state.server
+    finally:
+        running.stop()
+
+
 def _sops(url: str) -> set[str]:
     return {row["00080018"]["Value"][0] for row in requests.get(f"{url}/dicomweb/instances").json()}
 
 
 def test_the_index_page_lists_every_series_and_links_slides_to_the_viewer(folder):
-    running = Running(create_app(str(folder)))
-    try:
+    with _serving(str(folder)) as (running, _):
         page = requests.get(running.url + "/")
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
         series = {row["0020000E"]["Value"][0]: row for row in requests.get(f"{running.url}/dicomweb/series").json()}
@@ -59,36 +69,26 @@ def test_the_index_page_lists_every_series_and_links_slides_to_the_viewer(folder
         assert script.status_code == 200 and "openViewer" in script.text
         assert requests.get(f"{running.url}/view/1.2.3").status_code == 404
         assert requests.get(f"{running.url}/view/..%2F..%2Fetc").status_code == 404
-    finally:
-        running.stop()
 
 
 def test_the_index_page_escapes_what_the_files_say(tmp_path):
     ds = _copy(tmp_path, "a.dcm")
     ds.Modality = "<b>"
     ds.save_as(tmp_path / "a.dcm")
-    running = Running(create_app(str(tmp_path)))
-    try:
+    with _serving(str(tmp_path)) as (running, _):
         text = requests.get(running.url + "/").text
         assert "<b>" not in text and "&lt;b&gt;" in text
-    finally:
-        running.stop()
 
 
 def test_ready_answers_without_the_token(folder):
-    running = Running(create_app(str(folder), token="s3cret"))
-    try:
+    with _serving(str(folder), token="s3cret") as (running, _):
         ready = requests.get(running.url + "/ready")
         assert ready.status_code == 200 and ready.json()["ready"] is True
         assert requests.get(running.url + "/").status_code == 401
-    finally:
-        running.stop()
 
 
 def test_a_rescan_asked_for_serves_what_is_there_now_and_forgets_what_went(folder):
-    running = Running(create_app(str(folder)))
-    server = running.server.config.app.state.server
-    try:
+    with _serving(str(folder)) as (running, server):
         before = _sops(running.url)
         gone = next(iter(before - {i.sop for i in server.catalogue.instances() if "slide" in str(i.location)}))
         frames = f"{running.url}/dicomweb/studies/{{}}/series/{{}}/instances/{gone}/frames/1"
@@ -106,23 +106,17 @@ def test_a_rescan_asked_for_serves_what_is_there_now_and_forgets_what_went(folde
         assert len(server.readers) == 0  # the gone file's reader was closed
         assert requests.get(url, headers={"Accept": "multipart/related; type=application/octet-stream"}).status_code == 404
         assert requests.get(running.url + "/admin/rescan").status_code == 405  # asked for by POST only
-    finally:
-        running.stop()
 
 
 def test_a_rescan_needs_the_token_when_there_is_one(folder):
-    running = Running(create_app(str(folder), token="s3cret"))
-    try:
+    with _serving(str(folder), token="s3cret") as (running, _):
         assert requests.post(running.url + "/admin/rescan").status_code == 401
         answer = requests.post(running.url + "/admin/rescan", headers={"Authorization": "Bearer s3cret"})
         assert answer.status_code == 200 and answer.json()["instances"] == 3
-    finally:
-        running.stop()
 
 
 def test_timed_rescans_find_new_files(folder):
-    running = Running(create_app(str(folder), rescan_seconds=0.2))
-    try:
+    with _serving(str(folder), rescan_seconds=0.2) as (running, _):
         count = len(_sops(running.url))
         added = _copy(folder, "b.dcm")
         deadline = time.monotonic() + 20
@@ -130,8 +124,6 @@ def test_timed_rescans_find_new_files(folder):
             assert time.monotonic() < deadline, "a timed rescan did not find the new file"
             time.sleep(0.1)
         assert len(_sops(running.url)) == count + 1
-    finally:
-        running.stop()
     # the app's shutdown ends the timed rescans: nothing keeps scanning behind the next test
     deadline = time.monotonic() + 5
     while any(t.name.startswith("dicomframes-rescan") for t in threading.enumerate()):
@@ -163,8 +155,7 @@ def test_frames_of_a_remote_file_asked_together_are_read_together(nginx):
     import dicomframes
 
     url = f"{nginx.url}/bot.dcm"
-    running = Running(create_app(url))
-    try:
+    with _serving(url) as (running, _):
         inst = running.server.config.app.state.server.catalogue.instances()[0]
         path = f"{running.url}/dicomweb/studies/{inst.study}/series/{inst.series}/instances/{inst.sop}/frames/"
         # the header and index are read once the reader opens; count what the frames take after
@@ -182,14 +173,10 @@ def test_frames_of_a_remote_file_asked_together_are_read_together(nginx):
         boundary = answer.headers["content-type"].split("boundary=")[1].encode()
         parts = [p.split(b"\r\n\r\n", 1)[1][:-2] for p in answer.content.split(b"--" + boundary)[1:-1]]
         assert parts == expected
-    finally:
-        running.stop()
 
 
 def test_metadata_is_made_once_then_kept(folder):
-    running = Running(create_app(str(folder)))
-    server = running.server.config.app.state.server
-    try:
+    with _serving(str(folder)) as (running, server):
         inst = next(i for i in server.catalogue.instances() if "slide" not in str(i.location))
         url = f"{running.url}/dicomweb/studies/{inst.study}/series/{inst.series}/instances/{inst.sop}/metadata"
         first = requests.get(url)
@@ -201,8 +188,6 @@ def test_metadata_is_made_once_then_kept(folder):
         series = requests.get(url.rsplit("/instances/", 1)[0] + "/metadata").json()
         assert series == first.json()
         assert requests.get(url, headers={"If-None-Match": second.headers["etag"]}).status_code == 304
-    finally:
-        running.stop()
 
 
 def test_a_restarted_server_does_not_walk_a_file_without_offset_table_again(nginx):
@@ -242,8 +227,7 @@ def test_a_tile_asked_for_by_many_at_once_is_made_once(folder, monkeypatch):
         return real(*args)
 
     monkeypatch.setattr(deepzoom, "made_tile", slow_made_tile)
-    running = Running(create_app(str(folder)))
-    try:
+    with _serving(str(folder)) as (running, _):
         series = requests.get(f"{running.url}/").text.split('href="/view/')[1].split('"')[0]
         url = f"{running.url}/deepzoom/{series}_files/7/0_0.jpeg"  # 600x400 at 1/4: from level 1, resampled
         with ThreadPoolExecutor(8) as pool:
@@ -251,5 +235,3 @@ def test_a_tile_asked_for_by_many_at_once_is_made_once(folder, monkeypatch):
         assert [a.status_code for a in answers] == [200] * 8
         assert len({a.content for a in answers}) == 1
         assert made == [(7, 0, 0)]
-    finally:
-        running.stop()

@@ -95,6 +95,9 @@ class Server:
         """`make()`'s bytes, kept in the cache under `key`; requests that want the
         same thing while one makes it wait for that one instead of making it too
         (a viewer's neighbours ask for the same tiles at once)."""
+        body = self.cache.get(key)
+        if body is not None:
+            return bytes(body)
         with self._making_lock:
             pending = self._making.get(key)
             mine = pending is None
@@ -128,7 +131,7 @@ class Server:
         series = {before[sop].series for sop in changed} | {after[sop].series for sop in after.keys() - before.keys()}
         self.readers.discard(changed)
         self.slides.discard(series)
-        if changed or series:
+        if series:  # the series of every file that changed, went or came
             self.cache.clear()
         log.info("rescan: %d instances, %d added, %d changed or gone", report.instances,
                  len(after.keys() - before.keys()), len(changed))
@@ -144,8 +147,8 @@ class Server:
         return found
 
     def members(self, study: str | None = None, series: str | None = None) -> list[Instance]:
-        found = [i for i in self.catalogue.instances()
-                 if (study is None or i.study == study) and (series is None or i.series == series)]
+        pool = self.catalogue.instances() if series is None else self.catalogue.series(series)
+        found = [i for i in pool if study is None or i.study == study]
         if study is not None and not found:
             raise NotFoundError("no such study" if series is None else "no such series in this study")
         return found
@@ -297,15 +300,12 @@ class Server:
         tag = _etag("rendered", inst.sop, str(numbers[0]), fmt)
         if _fresh(request, tag):
             return Response(status_code=304, headers={"ETag": tag, "Cache-Control": IMMUTABLE})
-        key = ("rendered", inst.sop, numbers[0], fmt)
-        body = self.cache.get(key)
-        if body is None:
-            def make() -> bytes:
-                with self.readers.reader(inst) as reader, self.decoding():
-                    i = numbers[0] - 1
-                    return images.encode(images.to_8bit(reader, i, reader.frame(i)), fmt)
+        def make() -> bytes:
+            with self.readers.reader(inst) as reader, self.decoding():
+                i = numbers[0] - 1
+                return images.encode(images.to_8bit(reader, i, reader.frame(i)), fmt)
 
-            body = self.made_once(key, make)
+        body = self.made_once(("rendered", inst.sop, numbers[0], fmt), make)
         return Response(body, media_type=images.MEDIA[fmt], headers={"ETag": tag, "Cache-Control": IMMUTABLE})
 
     def _series(self, series: str) -> list[Instance]:
@@ -351,9 +351,7 @@ class Server:
         return Response(body, media_type=images.MEDIA[self.tile_format], headers={"ETag": tag, "Cache-Control": IMMUTABLE})
 
     def dz_tile(self, request: Request) -> Response:
-        at_hand = self.dz_tile_at_hand(request)
-        if at_hand is not None:
-            return at_hand
+        """A tile that `dz_tile_at_hand` (tried first, on the event loop) did not have."""
         key, tag = self._dz_key(request)
         p = request.path_params
         series, level, col, row = p["series"], p["level"], p["col"], p["row"]

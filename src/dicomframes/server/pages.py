@@ -8,6 +8,7 @@ other DeepZoom viewer.
 from __future__ import annotations
 
 from collections import defaultdict
+from functools import cache
 from html import escape
 from importlib.resources import files
 
@@ -20,6 +21,7 @@ _STYLE = ("body{font:15px system-ui,sans-serif;margin:2em;color:#222}table{borde
           "td,th{padding:.3em .8em;border-bottom:1px solid #ddd;text-align:left}code{font-size:13px}")
 
 
+@cache
 def viewer_script() -> bytes:
     return files("dicomframes.server").joinpath("static/viewer.js").read_bytes()
 
