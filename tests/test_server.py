@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import time
 
 import numpy as np
 import pydicom
@@ -249,6 +250,61 @@ def test_whole_instances_are_the_files(client, files):
         assert ds.PixelData == original.PixelData
 
 
+def _instance_url(served, files, sop):
+    study, series, _ = _where(files, sop)
+    return f"{served.url}/dicomweb/studies/{study}/series/{series}/instances/{sop}"
+
+
+def test_a_whole_instance_as_one_body_answers_byte_ranges(served, files):
+    sop, path = next((s, p) for s, p in files.items() if p.endswith("jpeg.dcm"))
+    data = open(path, "rb").read()
+    url = _instance_url(served, files, sop)
+    bare = {"Accept": "application/dicom"}
+    whole = requests.get(url, headers=bare)
+    assert whole.status_code == 200 and whole.content == data
+    assert whole.headers["content-type"] == "application/dicom" and whole.headers["accept-ranges"] == "bytes"
+    assert int(whole.headers["content-length"]) == len(data)
+    for asked, (first, last) in {"bytes=100-199": (100, 200), "bytes=-50": (len(data) - 50, len(data)),
+                                 f"bytes={len(data) - 10}-": (len(data) - 10, len(data)),
+                                 f"bytes=0-{len(data) * 2}": (0, len(data))}.items():
+        part = requests.get(url, headers={**bare, "Range": asked})
+        assert part.status_code == 206, asked
+        assert part.content == data[first:last], asked
+        assert part.headers["content-range"] == f"bytes {first}-{last - 1}/{len(data)}"
+    past = requests.get(url, headers={**bare, "Range": f"bytes={len(data)}-"})
+    assert past.status_code == 416 and past.headers["content-range"] == f"bytes */{len(data)}"
+    # several ranges, malformed ones and a stale If-Range: the whole file (RFC 9110 lets a server ignore them)
+    for extra in ({"Range": "bytes=0-1,5-9"}, {"Range": "bytes=9-1"}, {"Range": "lines=1-2"},
+                  {"Range": "bytes=0-9", "If-Range": '"another"'}):
+        again = requests.get(url, headers={**bare, **extra})
+        assert again.status_code == 200 and again.content == data, extra
+    fresh = requests.get(url, headers={**bare, "If-None-Match": whole.headers["etag"]})
+    assert fresh.status_code == 304
+    assert requests.head(url, headers=bare).headers["content-length"] == str(len(data))
+
+
+def test_a_reader_opens_a_served_instance_by_its_url_and_reads_frames_by_range(served, files):
+    sop, path = next((s, p) for s, p in files.items() if p.endswith("jpeg.dcm"))
+    with dicomframes.open(path) as local, dicomframes.open(
+            _instance_url(served, files, sop), headers={"Accept": "application/dicom"}) as remote:
+        assert len(remote) == len(local)
+        for i in range(len(local)):
+            assert remote.encoded_frame(i) == local.encoded_frame(i)
+            np.testing.assert_array_equal(remote.frame(i), local.frame(i))
+
+
+def test_whole_instances_in_another_transfer_syntax_are_406(served, files):
+    sop = next(s for s, p in files.items() if p.endswith("jpeg.dcm"))
+    answer = requests.get(_instance_url(served, files, sop),
+                          headers={"Accept": 'multipart/related; type="application/dicom"; '
+                                             "transfer-syntax=1.2.840.10008.1.2.1"})
+    assert answer.status_code == 406 and "1.2.840.10008.1.2.4.50" in answer.text
+    multipart = requests.get(_instance_url(served, files, sop), headers={"Range": "bytes=0-9"})
+    assert multipart.status_code == 200  # a range of a multipart body is not offered
+    assert multipart.headers["content-type"].startswith('multipart/related; type="application/dicom"')
+    assert int(multipart.headers["content-length"]) == len(multipart.content)
+
+
 # -- the catalogue, the readers, safety -------------------------------------------------------------
 def test_the_scan_counts_what_it_skipped(root, tmp_path):
     catalogue = Catalogue([str(root)])
@@ -288,6 +344,26 @@ def test_a_token_is_required_when_set(root):
         good = requests.get(f"{running.url}/dicomweb/studies", headers={"Authorization": "Bearer s3cret"})
         assert good.status_code == 200 and good.json()
         assert requests.get(f"{running.url}/health").json()["status"] == "ok"  # for load balancers
+    finally:
+        running.stop()
+
+
+def test_a_browser_signs_in_once_by_a_link_and_a_cookie_stands_for_the_token(root):
+    running = Running(create_app(str(root), token="s3cret"))
+    try:
+        browser = requests.Session()
+        assert browser.get(f"{running.url}/?token=nope", allow_redirects=False).status_code == 401
+        signed = browser.get(f"{running.url}/dicomweb/studies?limit=1&token=s3cret", allow_redirects=False)
+        assert signed.status_code == 303 and signed.headers["location"] == "/dicomweb/studies?limit=1"
+        cookie = signed.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "s3cret" not in cookie
+        assert len(browser.get(f"{running.url}/dicomweb/studies?limit=1").json()) == 1
+        assert browser.get(f"{running.url}/").status_code == 200
+        # the cookie reads, it does not change anything: the admin endpoint needs the header
+        assert browser.post(f"{running.url}/admin/rescan").status_code == 401
+        assert browser.post(f"{running.url}/admin/rescan", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        forged = requests.get(f"{running.url}/", cookies={"dicomframes_token": "s3cret"})
+        assert forged.status_code == 401
     finally:
         running.stop()
 
@@ -345,6 +421,22 @@ def test_the_serve_command_serves_until_interrupted(root):
     finally:
         returncode = serving.stop()
     assert returncode in (0, 130)
+
+
+def test_the_serve_command_prints_a_sign_in_link_and_keeps_the_token_out_of_its_log(root):
+    serving = Serving(str(root), "--token", "s3cret")
+    try:
+        assert "/?token=s3cret" in "".join(serving.lines)  # the operator's link, printed once
+        printed = len(serving.lines)
+        signed = requests.get(f"{serving.url}/?token=s3cret", allow_redirects=False)
+        assert signed.status_code == 303
+        deadline = time.monotonic() + 10
+        while not any("303" in line for line in serving.lines[printed:]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        logged = "".join(serving.lines[printed:])
+        assert "GET /?token=*** " in logged and "s3cret" not in logged, logged
+    finally:
+        serving.stop()
 
 
 # -- DeepZoom and rendered frames -------------------------------------------------------------------

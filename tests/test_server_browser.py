@@ -186,3 +186,26 @@ def test_the_index_page_lists_the_slides_and_opens_them_in_the_viewer(browser, s
         assert "/view/" in page.url
     finally:
         page.close()
+
+
+def test_a_browser_signs_in_by_the_link_serve_prints_and_then_sees_the_slide(browser, slides):
+    running = Running(create_app(str(slides), token="s3cret"))
+    try:
+        series = _series("generated", slides)
+        locked = browser.new_page()
+        try:
+            assert locked.goto(f"{running.url}/view/{series}").status == 401
+        finally:
+            locked.close()
+        loaded = "document.getElementById('slide') && document.getElementById('slide').dataset.loaded === 'true'"
+        page, answers = _open(browser, f"{running.url}/view/{series}?token=s3cret", loaded)
+        try:
+            assert page.url == f"{running.url}/view/{series}"  # the token is out of the address bar
+            assert answers and all(s == 200 for _, s in answers), answers
+            _similar(page.screenshot(), _expected(slides, "generated"))
+            (cookie,) = page.context.cookies()
+            assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and "s3cret" not in cookie["value"]
+        finally:
+            page.close()
+    finally:
+        running.stop()

@@ -574,6 +574,9 @@ def cmd_serve(args) -> int:
             bar.close()
     print(f"dicomframes: {report.instances} instances ({report.skipped} files not DICOM, {len(report.failed)} failed) "
           f"in {report.seconds:.1f} s", file=sys.stderr)
+    if args.token:  # a browser signs in once by this link (then a cookie stands for the token)
+        where = f"http://{args.host}:{args.port}" if args.port else "the address uvicorn names below"
+        print(f"dicomframes: in a browser, open {where}/?token={args.token}", file=sys.stderr)
     settings = dict(roots=args.roots, storage_options=options, catalogue=catalogue, max_open=args.max_open,
                     max_slides=args.max_slides, cache_mb=args.cache_mb, max_decodes=args.max_decodes,
                     max_frames=args.max_frames, token=args.token, cors_origins=args.cors or None,

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from dicomframes._dicom import charset
 from dicomframes._dicom.elements import ElementWalker
 from dicomframes._dicom.syntaxes import (
     EXPLICIT_VR_LITTLE_ENDIAN,
@@ -52,10 +53,25 @@ log = logging.getLogger("dicomframes")
 
 # Top-level attributes we keep: tag -> (keyword, VR used when the file is implicit VR).
 WANTED: dict[int, tuple[str, str]] = {
+    0x00080005: ("SpecificCharacterSet", "CS"),
     0x00080016: ("SOPClassUID", "UI"),
     0x00080018: ("SOPInstanceUID", "UI"),
     0x00080060: ("Modality", "CS"),
     0x00080008: ("ImageType", "CS"),
+    # who and what, for catalogues and searches (the text in the Specific Character Set)
+    0x00080020: ("StudyDate", "DA"),
+    0x00080021: ("SeriesDate", "DA"),
+    0x00080030: ("StudyTime", "TM"),
+    0x00080050: ("AccessionNumber", "SH"),
+    0x00080090: ("ReferringPhysicianName", "PN"),
+    0x00081030: ("StudyDescription", "LO"),
+    0x0008103E: ("SeriesDescription", "LO"),
+    0x00100010: ("PatientName", "PN"),
+    0x00100020: ("PatientID", "LO"),
+    0x00100030: ("PatientBirthDate", "DA"),
+    0x00100040: ("PatientSex", "CS"),
+    0x00200010: ("StudyID", "SH"),
+    0x00200011: ("SeriesNumber", "IS"),
     0x0020000D: ("StudyInstanceUID", "UI"),
     0x0020000E: ("SeriesInstanceUID", "UI"),
     0x00200013: ("InstanceNumber", "IS"),
@@ -134,7 +150,9 @@ class Header:
         return self.values.get(keyword, default)
 
 
-def _decode_value(raw: bytes, vr: str, little: bool) -> Any:
+def _decode_value(raw: bytes, vr: str, little: bool, character_set: Any = None) -> Any:
+    if vr in charset.TEXT_VRS:
+        return charset.decode(raw, vr, charset.encodings(character_set))
     e = "<" if little else ">"
     if vr in ("US", "SS", "UL", "SL", "FL", "FD", "OV"):
         code = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "FL": "f", "FD": "d", "OV": "Q"}[vr]
@@ -210,7 +228,7 @@ class _Parser:
             elif length > _MAX_SMALL_VALUE:
                 continue  # not a value we can use; don't allocate for it (the walker skips it)
             raw = cur.read(length, keyword)
-            header.values[keyword] = _decode_value(raw, vr_text, self.little)
+            header.values[keyword] = _decode_value(raw, vr_text, self.little, header.values.get("SpecificCharacterSet"))
         raise self.error(NotDicomError, "the data set has no Pixel Data element")
 
 

@@ -22,6 +22,7 @@ import secrets
 import threading
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, AsyncIterator, Callable, Iterator
+from urllib.parse import parse_qsl, quote, urlencode
 
 import numpy as np
 from starlette.applications import Starlette
@@ -44,7 +45,7 @@ from dicomframes.errors import (
 from dicomframes.frames.frame_cache import FrameCache
 from dicomframes.server import deepzoom, dicom_json, images, pages
 from dicomframes.server.catalogue import Catalogue, Instance
-from dicomframes.server.media import available, frame_media
+from dicomframes.server.media import available, byte_range, frame_media, instance_media
 from dicomframes.server.readers import ReaderPool, SlidePool
 from dicomframes.wsi.slide import Slide
 
@@ -264,27 +265,54 @@ class Server:
         })
 
     def instance_file(self, request: Request) -> Response:
-        """The whole instance as stored (multipart/related; type="application/dicom"), streamed."""
+        """The whole instance as stored, streamed from storage a MiB at a time: as
+        multipart/related; type="application/dicom" (PS3.18), or as one application/dicom
+        body where that is what the client asks for, which answers single byte ranges (206)."""
         inst = self.instance(request)
-        accept = request.headers.get("accept") or "*/*"
-        if not any(k in accept for k in ("application/dicom", "*/*", "multipart/*")):
-            raise NotAcceptableError('instances are available as: multipart/related; type="application/dicom"')
-        boundary = secrets.token_hex(16)
+        how = instance_media(request.headers.get("accept"), inst.transfer_syntax)
+        if how is None:
+            raise NotAcceptableError('instances are available as: multipart/related; type="application/dicom" or '
+                                     f"application/dicom, in their stored transfer syntax {inst.transfer_syntax}")
+        with self.readers.reader(inst) as reader:
+            size = reader.source.find_size() or 0
+        if how == "multipart":
+            boundary = secrets.token_hex(16)
+            head = f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+            tail = f"\r\n--{boundary}--\r\n".encode()
+            return StreamingResponse(self._file_bytes(inst, 0, size, head, tail), headers={
+                "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+                "Content-Length": str(len(head) + size + len(tail)), "Cache-Control": IMMUTABLE,
+            })
+        tag = _etag("instance", inst.sop, str(size))
+        headers = {"Content-Type": "application/dicom", "Accept-Ranges": "bytes", "ETag": tag,
+                   "Cache-Control": IMMUTABLE}
+        if _fresh(request, tag):
+            return Response(status_code=304, headers=headers)
+        if_range = request.headers.get("if-range")
+        try:
+            wanted = byte_range(request.headers.get("range"), size) if if_range in (None, tag) else None
+        except ValueError:
+            return Response(status_code=416, headers={"Content-Range": f"bytes */{size}", **headers})
+        start, end = wanted or (0, size)
+        headers["Content-Length"] = str(end - start)
+        if wanted is not None:
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+        return StreamingResponse(self._file_bytes(inst, start, end), status_code=206 if wanted else 200,
+                                 headers=headers)
 
-        def chunks() -> Iterator[bytes]:
-            with self.readers.reader(inst) as reader:  # taken once the body is sent, given back after
-                source = reader.source
-                size = source.find_size() or 0
-                yield (f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n").encode()
-                step = 1 << 20
-                for offset in range(0, size, step):
-                    yield source.read(offset, min(step, size - offset))
-                yield f"\r\n--{boundary}--\r\n".encode()
-
-        return StreamingResponse(chunks(), headers={
-            "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
-            "Cache-Control": IMMUTABLE,
-        })
+    def _file_bytes(self, inst: Instance, start: int, end: int, head: bytes = b"",
+                    tail: bytes = b"") -> Iterator[bytes]:
+        """Bytes `start` to `end` of the instance's file between `head` and `tail`,
+        read a MiB at a time with the reader taken while the body is sent."""
+        with self.readers.reader(inst) as reader:
+            source = reader.source
+            if head:
+                yield head
+            step = 1 << 20
+            for offset in range(start, end, step):
+                yield source.read(offset, min(step, end - offset))
+            if tail:
+                yield tail
 
     def rendered(self, request: Request) -> Response:
         """A frame as a picture (PS3.18 rendered resources): JPEG or PNG by Accept."""
@@ -504,21 +532,71 @@ def _answer(request: Request, method: Any) -> Response | None:
 
 class _Token:
     """ASGI middleware: requests must carry ``Authorization: Bearer <token>``
-    (the health and readiness endpoints excepted, for load balancers)."""
+    (the health and readiness endpoints excepted, for load balancers).
+
+    A browser cannot add that header to a page or its images, so a link with
+    ``?token=<token>`` (as ``serve`` prints) signs it in: the answer is a redirect
+    to the same URL without it, setting an HttpOnly, SameSite=Strict cookie that
+    stands for the token in GET and HEAD requests from then on. Other methods
+    (the admin endpoint) need the header: a cookie a browser sends by itself
+    must not be able to change anything.
+    """
+
+    COOKIE = "dicomframes_token"
 
     def __init__(self, app: Any, token: str) -> None:
         self.app = app
-        self.expected = f"Bearer {token}".encode()
+        self.token = token.encode()
+        self.expected = b"Bearer " + self.token
+        # the cookie holds a digest of the token, not the token: a cookie jar leaks less
+        self.cookie = hmac.new(self.token, b"dicomframes browser sign-in", hashlib.sha256).hexdigest().encode()
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope.get("path") not in ("/health", "/ready"):
-            given = dict(scope.get("headers") or []).get(b"authorization", b"")
-            if not hmac.compare_digest(given, self.expected):
-                response = Response("a bearer token is needed\n", status_code=401, media_type="text/plain",
-                                    headers={"WWW-Authenticate": "Bearer"})
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http" or scope.get("path") in ("/health", "/ready"):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        if hmac.compare_digest(headers.get(b"authorization", b""), self.expected):
+            await self.app(scope, receive, send)
+            return
+        reading = scope.get("method") in ("GET", "HEAD")
+        if reading and hmac.compare_digest(_cookie(headers.get(b"cookie", b""), self.COOKIE), self.cookie):
+            await self.app(scope, receive, send)
+            return
+        query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        given = [v for k, v in query if k == "token"]
+        if reading and given and hmac.compare_digest(given[0].encode(), self.token):
+            rest = urlencode([(k, v) for k, v in query if k != "token"])
+            location = quote(scope.get("root_path", "") + scope["path"]) + (f"?{rest}" if rest else "")
+            response = Response(status_code=303, headers={
+                "Location": location, "Cache-Control": "no-store",
+                "Set-Cookie": f"{self.COOKIE}={self.cookie.decode()}; Path=/; HttpOnly; SameSite=Strict",
+            })
+        else:
+            response = Response("a bearer token is needed (or, in a browser, the link with ?token= that serve "
+                                "printed)\n", status_code=401, media_type="text/plain",
+                                headers={"WWW-Authenticate": "Bearer"})
+        await response(scope, receive, send)
+
+
+class _HideToken(logging.Filter):
+    """Keeps the sign-in link's token out of uvicorn's access log lines."""
+
+    _TOKEN = re.compile(r"([?&]token=)[^&\s]*")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(self._TOKEN.sub(r"\1***", a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
+def _cookie(header: bytes, name: str) -> bytes:
+    """The value of cookie `name` in a Cookie header, or b""."""
+    for part in header.split(b";"):
+        key, _, value = part.strip().partition(b"=")
+        if key == name.encode():
+            return value
+    return b""
 
 
 def create_app(roots: Any, *, storage_options: dict[str, Any] | None = None, max_open: int = 64,
@@ -587,6 +665,9 @@ def create_app(roots: Any, *, storage_options: dict[str, Any] | None = None, max
     app.state.server = server
     if token:
         wrapped: Any = _Token(app, token)
+        access = logging.getLogger("uvicorn.access")
+        if not any(isinstance(f, _HideToken) for f in access.filters):
+            access.addFilter(_HideToken())
         wrapped.state = app.state
         return wrapped
     return app

@@ -27,7 +27,10 @@ log = logging.getLogger("dicomframes.server")
 #: header values kept for each instance (what searches match and return)
 KEPT = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "Modality",
         "InstanceNumber", "NumberOfFrames", "Rows", "Columns", "ImageType",
-        "TotalPixelMatrixColumns", "TotalPixelMatrixRows")
+        "TotalPixelMatrixColumns", "TotalPixelMatrixRows",
+        # patient and study (a study list shows them), series
+        "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "AccessionNumber",
+        "ReferringPhysicianName", "StudyDescription", "StudyID", "SeriesDescription", "SeriesNumber", "SeriesDate")
 
 
 @dataclass(frozen=True)

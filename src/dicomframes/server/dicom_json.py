@@ -25,10 +25,16 @@ ATTRIBUTES.update({
 })
 _BY_TAG = {tag: keyword for keyword, (tag, _) in ATTRIBUTES.items()}
 _NUMBERS = {"IS", "DS", "US", "UL", "SS", "SL", "FL", "FD"}
+_PN_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
 
-#: what each level of search returns (and may match on)
-STUDY = ("StudyInstanceUID", "ModalitiesInStudy", "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances")
-SERIES = ("StudyInstanceUID", "SeriesInstanceUID", "Modality", "NumberOfSeriesRelatedInstances")
+#: the attributes of a study (taken from its instances' headers), and of a series
+_OF_STUDY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+             "AccessionNumber", "ReferringPhysicianName", "StudyDescription", "StudyID")
+_OF_SERIES = ("SeriesDescription", "SeriesNumber", "SeriesDate")
+#: what each level of search returns (and may match on): PS3.18 Tables 10.6.1-5 to -7, less what a catalogue lacks
+STUDY = ("StudyInstanceUID", *_OF_STUDY, "ModalitiesInStudy", "NumberOfStudyRelatedSeries",
+         "NumberOfStudyRelatedInstances")
+SERIES = ("StudyInstanceUID", "SeriesInstanceUID", "Modality", *_OF_SERIES, "NumberOfSeriesRelatedInstances")
 INSTANCE = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "Modality", "InstanceNumber",
             "NumberOfFrames", "Rows", "Columns", "ImageType", "TotalPixelMatrixColumns", "TotalPixelMatrixRows",
             "AvailableTransferSyntaxUID")
@@ -46,6 +52,8 @@ def element(keyword: str, value: Any) -> tuple[str, dict[str, Any]]:
     values = value if isinstance(value, (list, tuple)) else [value]
     if vr in _NUMBERS:
         values = [int(v) if vr in ("IS", "US", "UL", "SS", "SL") else float(v) for v in values]
+    elif vr == "PN":  # PS3.18 F.2.2: the component groups by name
+        values = [dict(zip(_PN_GROUPS, str(v).split("="))) for v in values]
     else:
         values = [str(v) for v in values]
     return tag, {"vr": vr, "Value": values}
@@ -56,17 +64,22 @@ def dataset(values: dict[str, Any]) -> dict[str, Any]:
     return dict(element(k, v) for k, v in values.items() if v is not None and v != [])
 
 
-def matches(value: Any, wanted: str) -> bool:
-    """PS3.18 8.3.4 matching, the parts a catalogue of kept values can do: a list
+def matches(value: Any, wanted: str, vr: str = "") -> bool:
+    """PS3.4 C.2.2.2 matching, the parts a catalogue of kept values can do: a list
     of UIDs (comma or backslash separated), wildcards ``*`` and ``?``, exact
-    numbers; a multi-valued attribute matches if any value does."""
-    values = value if isinstance(value, (list, tuple)) else [value]
+    numbers, ranges of dates and times (``20200101-``, ``-20201231``, ``a-b``);
+    person names regardless of case; a multi-valued attribute matches if any value does."""
+    values = [] if value is None else value if isinstance(value, (list, tuple)) else [value]
+    if vr in ("DA", "TM", "DT") and "-" in wanted:
+        low, _, high = wanted.partition("-")
+        return any((not low or str(v) >= low) and (not high or str(v)[: len(high)] <= high) for v in values)
     options = [w for w in wanted.replace("\\", ",").split(",") if w != ""]
     if not options:
         return True  # an empty value is universal matching
-    for v in values:
-        text = str(v)
-        for w in options:
+    fold = str.casefold if vr == "PN" else str
+    for v in values or [""]:  # no value: only universal matching and "*" match it
+        text = fold(str(v))
+        for w in map(fold, options):
             if ("*" in w or "?" in w) and fnmatch.fnmatchcase(text, w):
                 return True
             if text == w:
@@ -76,7 +89,8 @@ def matches(value: Any, wanted: str) -> bool:
 
 def select(rows: Iterable[dict[str, Any]], query: dict[str, str]) -> list[dict[str, Any]]:
     """The rows (keyword -> value) matching every known key of `query`."""
-    return [row for row in rows if all(k in row and matches(row[k], v) for k, v in query.items())]
+    return [row for row in rows
+            if all(k in row and matches(row[k], v, ATTRIBUTES[k][1]) for k, v in query.items())]
 
 
 def studies(instances: list[Instance]) -> list[dict[str, Any]]:
@@ -87,7 +101,7 @@ def studies(instances: list[Instance]) -> list[dict[str, Any]]:
     for study, members in by_study.items():
         modalities = sorted({m for inst in members if (m := inst.attributes.get("Modality"))})
         out.append({
-            "StudyInstanceUID": study, "ModalitiesInStudy": modalities,
+            "StudyInstanceUID": study, **_first(members, _OF_STUDY), "ModalitiesInStudy": modalities,
             "NumberOfStudyRelatedSeries": len({inst.series for inst in members}),
             "NumberOfStudyRelatedInstances": len(members),
         })
@@ -100,8 +114,13 @@ def series(instances: list[Instance]) -> list[dict[str, Any]]:
         by_series.setdefault((inst.study, inst.series), []).append(inst)
     return [{
         "StudyInstanceUID": study, "SeriesInstanceUID": uid, "Modality": members[0].attributes.get("Modality"),
-        "NumberOfSeriesRelatedInstances": len(members),
+        **_first(members, _OF_SERIES), "NumberOfSeriesRelatedInstances": len(members),
     } for (study, uid), members in by_series.items()]
+
+
+def _first(members: list[Instance], keywords: tuple[str, ...]) -> dict[str, Any]:
+    """Each keyword's value in the first member that has one (instances of a study should agree)."""
+    return {k: next((v for inst in members if (v := inst.attributes.get(k)) is not None), None) for k in keywords}
 
 
 def instance_rows(instances: list[Instance]) -> list[dict[str, Any]]:

@@ -137,3 +137,47 @@ def available(stored: str) -> list[str]:
     if own is not None:
         out.append(f'multipart/related; type="{own}"; transfer-syntax={stored}')
     return out
+
+
+def instance_media(accept: str | None, stored: str) -> str | None:
+    """How to send a whole instance: "multipart" (multipart/related; type="application/dicom",
+    what PS3.18 names), "bare" (one application/dicom body, which byte ranges can cut),
+    or None where the client accepts neither in the stored transfer syntax (no instance is transcoded)."""
+    for media in parse_accept(accept):
+        if media.params.get("transfer-syntax", "*") not in ("*", stored):
+            continue
+        if media.type in ("*/*", "multipart/*"):
+            return "multipart"
+        if media.type == "multipart/related" and media.params.get("type", "application/dicom").lower() in (
+                "application/dicom", "*/*"):
+            return "multipart"
+        if media.type in ("application/dicom", "application/*"):
+            return "bare"
+    return None
+
+
+def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """The one byte range (first, last + 1) a Range header asks of `size` bytes; None
+    where the whole is sent (no header, several ranges, not bytes: RFC 9110 lets a
+    server ignore those). Raises ValueError where the range lies past the end (416)."""
+    if not header or not header.strip().lower().startswith("bytes="):
+        return None
+    spec = header.strip()[6:].strip()
+    if "," in spec or "-" not in spec:
+        return None
+    first, _, last = (part.strip() for part in spec.partition("-"))
+    if not (first.isdigit() or first == "") or not (last.isdigit() or last == "") or first == last == "":
+        return None  # malformed: ignored, as RFC 9110 says
+    if first == "":  # the last N bytes
+        return (max(0, size - int(last)), size) if int(last) > 0 and size > 0 else _unsatisfiable(size)
+    start = int(first)
+    if start >= size:
+        _unsatisfiable(size)
+    end = size if last == "" else min(size, int(last) + 1)
+    if end <= start:
+        return None  # last before first: invalid, ignored
+    return start, end
+
+
+def _unsatisfiable(size: int) -> tuple[int, int]:
+    raise ValueError(f"the instance holds {size} bytes")

@@ -27,13 +27,13 @@ def viewer_script() -> bytes:
 
 
 def index(instances: list[Instance]) -> str:
-    """Every series, grouped by study; a slide opens in the viewer, any other
-    series links its first instance's rendered frame."""
+    """Every series, grouped by study (patient, date, description); a slide opens
+    in the viewer, any other series links its first instance's rendered frame."""
     by_series: dict[tuple[str, str], list[Instance]] = defaultdict(list)
     for inst in instances:
         by_series[(inst.study, inst.series)].append(inst)
     rows = []
-    for (study, series), members in sorted(by_series.items()):
+    for (study, series), members in sorted(by_series.items(), key=_by_patient_and_date):
         first = min(members, key=lambda i: (int(i.attributes.get("InstanceNumber") or 0), i.sop))
         frames = sum(int(i.attributes.get("NumberOfFrames") or 1) for i in members)
         if any(i.attributes.get("SOPClassUID") == WSI_CLASS for i in members):
@@ -41,15 +41,48 @@ def index(instances: list[Instance]) -> str:
         else:
             link = (f'<a href="/dicomweb/studies/{escape(study)}/series/{escape(series)}/instances/'
                     f'{escape(first.sop)}/rendered">first frame</a>')
+        a = first.attributes
+        patient = _lines(_person(a.get("PatientName")), a.get("PatientID"))
+        described = _lines(" ".join(filter(None, (_date(a.get("StudyDate")), a.get("StudyDescription")))),
+                           f"<code>{escape(study)}</code>", escaped=1)
+        series_cell = _lines(a.get("SeriesDescription"), f"<code>{escape(series)}</code>", escaped=1)
         rows.append(
-            f"<tr><td><code>{escape(study)}</code></td><td><code>{escape(series)}</code></td>"
-            f"<td>{escape(str(first.attributes.get('Modality') or ''))}</td><td>{len(members)}</td>"
+            f"<tr><td>{patient}</td><td>{described}</td><td>{series_cell}</td>"
+            f"<td>{escape(str(a.get('Modality') or ''))}</td><td>{len(members)}</td>"
             f"<td>{frames}</td><td>{link}</td></tr>")
-    body = "\n".join(rows) or '<tr><td colspan="6">No DICOM files were found under the roots.</td></tr>'
+    body = "\n".join(rows) or '<tr><td colspan="7">No DICOM files were found under the roots.</td></tr>'
     return (f"<!doctype html><html><head><meta charset=utf-8><title>dicomframes</title><style>{_STYLE}</style>"
-            f"</head><body><h1>Series served</h1><table><tr><th>Study</th><th>Series</th><th>Modality</th>"
-            f"<th>Instances</th><th>Frames</th><th></th></tr>\n{body}\n</table>"
+            f"</head><body><h1>Series served</h1><table><tr><th>Patient</th><th>Study</th><th>Series</th>"
+            f"<th>Modality</th><th>Instances</th><th>Frames</th><th></th></tr>\n{body}\n</table>"
             f'<p>DICOMweb: <a href="/dicomweb/studies"><code>/dicomweb</code></a></p></body></html>')
+
+
+def _by_patient_and_date(item: tuple[tuple[str, str], list[Instance]]) -> tuple[str, ...]:
+    (study, series), members = item
+    a = members[0].attributes
+    return (str(a.get("PatientName") or ""), str(a.get("PatientID") or ""), str(a.get("StudyDate") or ""), study,
+            str(a.get("SeriesNumber") or "").zfill(8), series)
+
+
+def _lines(*parts: object, escaped: int = 0) -> str:
+    """The non-empty parts on lines of their own, escaped but for the last `escaped` (already markup)."""
+    cut = len(parts) - escaped
+    shown = [escape(str(p)) for p in parts[:cut] if p] + [str(p) for p in parts[cut:] if p]
+    return "<br>".join(shown)
+
+
+def _person(name: object) -> str:
+    """A Person Name as read: its first component group, "Family^Given" as "Family, Given"."""
+    if not name:
+        return ""
+    family, _, rest = str(name).split("=")[0].partition("^")
+    given = " ".join(p for p in rest.split("^") if p)
+    return f"{family}, {given}" if given else family
+
+
+def _date(value: object) -> str:
+    text = str(value or "")
+    return f"{text[:4]}-{text[4:6]}-{text[6:8]}" if len(text) == 8 and text.isdigit() else text
 
 
 def viewer(series: str) -> str:
