@@ -234,6 +234,19 @@ def test_instance_metadata_is_the_header_as_dicom_json(client, files):
         assert "InlineBinary" not in meta["7FE00010"]
 
 
+def test_the_pixel_data_bulk_data_uri_gives_every_frame(client, files):
+    for sop, path in files.items():
+        uri = client.retrieve_instance_metadata(*_where(files, sop))["7FE00010"]["BulkDataURI"]
+        with dicomframes.open(path) as reader:
+            decoded = client.retrieve_bulkdata(uri, media_types=(("application/octet-stream", EXPLICIT),))
+            assert len(decoded) == len(reader), path
+            for i, part in enumerate(decoded):
+                frame = reader.frame(i)
+                assert part == frame.astype(frame.dtype.newbyteorder("<")).tobytes(), (path, i)
+            stored = client.retrieve_bulkdata(uri, media_types=(("application/octet-stream", "*"),))
+            assert stored == [reader.encoded_frame(i) for i in range(len(reader))], path
+
+
 def test_series_metadata_lists_its_instances(client, files):
     sop = next(iter(files))
     study, series, _ = _where(files, sop)
@@ -364,6 +377,25 @@ def test_a_browser_signs_in_once_by_a_link_and_a_cookie_stands_for_the_token(roo
         assert browser.post(f"{running.url}/admin/rescan", headers={"Authorization": "Bearer s3cret"}).status_code == 200
         forged = requests.get(f"{running.url}/", cookies={"dicomframes_token": "s3cret"})
         assert forged.status_code == 401
+    finally:
+        running.stop()
+
+
+def test_urls_in_answers_start_with_the_public_url_where_given(root):
+    running = Running(create_app(str(root), public_url="https://slides.example.org/"))
+    try:
+        rows = requests.get(f"{running.url}/dicomweb/instances").json()
+        assert rows and all(r["00081190"]["Value"][0].startswith("https://slides.example.org/dicomweb/studies/")
+                            for r in rows)
+    finally:
+        running.stop()
+    running = Running(create_app(str(root)))
+    try:
+        # without it, a Host header that leaves the port out (as dicomweb-client sends) names this port
+        rows = requests.get(f"{running.url}/dicomweb/instances", headers={"Host": "127.0.0.1"}).json()
+        assert all(r["00081190"]["Value"][0].startswith(running.url + "/dicomweb/") for r in rows)
+        rows = requests.get(f"{running.url}/dicomweb/instances", headers={"Host": "viewer.example"}).json()
+        assert all(r["00081190"]["Value"][0].startswith("http://viewer.example/dicomweb/") for r in rows)
     finally:
         running.stop()
 

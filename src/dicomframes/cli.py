@@ -580,7 +580,7 @@ def cmd_serve(args) -> int:
     settings = dict(roots=args.roots, storage_options=options, catalogue=catalogue, max_open=args.max_open,
                     max_slides=args.max_slides, cache_mb=args.cache_mb, max_decodes=args.max_decodes,
                     max_frames=args.max_frames, token=args.token, cors_origins=args.cors or None,
-                    rescan_seconds=args.rescan)
+                    rescan_seconds=args.rescan, public_url=args.public_url)
     # uvicorn's own lines say where it listens (the port chosen, for --port 0) and log each request.
     if args.workers == 1:
         limit_heap()
@@ -827,6 +827,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=_int_at_least(1), default=512, help="frames one request may ask for")
     p.add_argument("--token", default=os.environ.get("DICOMFRAMES_TOKEN"),
                    help="require Authorization: Bearer TOKEN (default: $DICOMFRAMES_TOKEN; none: open)")
+    p.add_argument("--public-url", default=None, metavar="URL",
+                   help="the address clients reach the server by, for URLs in answers (behind a proxy)")
     p.add_argument("--cors", action="append", default=[], metavar="ORIGIN",
                    help="an origin whose pages may call the server (repeatable; * for any)")
     p.add_argument("--rescan", type=float, default=None, metavar="SECONDS",

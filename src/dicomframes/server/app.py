@@ -45,7 +45,7 @@ from dicomframes.errors import (
 from dicomframes.frames.frame_cache import FrameCache
 from dicomframes.server import deepzoom, dicom_json, images, pages
 from dicomframes.server.catalogue import Catalogue, Instance
-from dicomframes.server.media import available, byte_range, frame_media, instance_media
+from dicomframes.server.media import FrameMedia, available, byte_range, frame_media, instance_media
 from dicomframes.server.readers import ReaderPool, SlidePool
 from dicomframes.wsi.slide import Slide
 
@@ -71,6 +71,7 @@ class Server:
         self.queue_seconds = queue_seconds
         self.tile_format = tile_format
         self.token_required = False
+        self.public_url = ""  # e.g. https://slides.example.org, for URLs in answers behind a proxy
         self.closed = threading.Event()  # ends timed rescans
         self._making: dict[Any, threading.Event] = {}  # what some request is rendering now
         self._making_lock = threading.Lock()
@@ -154,9 +155,18 @@ class Server:
             raise NotFoundError("no such study" if series is None else "no such series in this study")
         return found
 
-    @staticmethod
-    def base(request: Request) -> str:
-        return str(request.base_url).rstrip("/") + "/dicomweb"
+    def base(self, request: Request) -> str:
+        """The DICOMweb root that URLs in answers (RetrieveURL, BulkDataURI) start with:
+        `public_url` where set (behind a proxy), else where the request came."""
+        if self.public_url:
+            return self.public_url + "/dicomweb"
+        url = request.base_url
+        server = request.scope.get("server")
+        # Some clients (dicomweb-client) send Host without the port; where that host is
+        # this socket's own address, the request came straight here, on this port.
+        if url.port is None and server and url.hostname == server[0] and server[1] not in (80, 443):
+            url = url.replace(port=server[1])
+        return str(url).rstrip("/") + "/dicomweb"
 
     # -- QIDO-RS -----------------------------------------------------------------------------------
     def search(self, request: Request, rows: list[dict[str, Any]], fields: tuple[str, ...],
@@ -269,10 +279,15 @@ class Server:
         multipart/related; type="application/dicom" (PS3.18), or as one application/dicom
         body where that is what the client asks for, which answers single byte ranges (206)."""
         inst = self.instance(request)
-        how = instance_media(request.headers.get("accept"), inst.transfer_syntax)
+        accept = request.headers.get("accept")
+        how = instance_media(accept, inst.transfer_syntax)
         if how is None:
+            media = frame_media(accept, inst.transfer_syntax)
+            if media is not None:  # the instance's bulk data, which its metadata's Pixel Data BulkDataURI names
+                return self._pixel_data(inst, media)
             raise NotAcceptableError('instances are available as: multipart/related; type="application/dicom" or '
-                                     f"application/dicom, in their stored transfer syntax {inst.transfer_syntax}")
+                                     f"application/dicom, in their stored transfer syntax {inst.transfer_syntax}; "
+                                     "their frames as: " + ", ".join(available(inst.transfer_syntax)))
         with self.readers.reader(inst) as reader:
             size = reader.source.find_size() or 0
         if how == "multipart":
@@ -299,6 +314,31 @@ class Server:
             headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
         return StreamingResponse(self._file_bytes(inst, start, end), status_code=206 if wanted else 200,
                                  headers=headers)
+
+    def _pixel_data(self, inst: Instance, media: FrameMedia) -> Response:
+        """Every frame of the instance, one part each (PS3.18 bulk data of Pixel Data),
+        streamed a few frames at a time: memory holds a batch, not the pixel data."""
+        count = int(inst.attributes.get("NumberOfFrames") or 1)
+        boundary = secrets.token_hex(16).encode()
+        head = b"--" + boundary + b"\r\nContent-Type: " + media.content_type.encode() + b"\r\n\r\n"
+
+        def parts() -> Iterator[bytes]:
+            with self.readers.reader(inst) as reader:
+                for start in range(0, count, 16):
+                    batch = range(start, min(count, start + 16))
+                    if media.as_stored:
+                        frames = reader.encoded_frames(batch)
+                    else:
+                        with self.decoding():
+                            frames = [_frame_bytes(reader, i) for i in batch]
+                    for frame in frames:
+                        yield head + frame + b"\r\n"
+            yield b"--" + boundary + b"--\r\n"
+
+        return StreamingResponse(parts(), headers={
+            "Content-Type": f'multipart/related; type="{media.part_type}"; boundary={boundary.decode()}',
+            "Cache-Control": IMMUTABLE,
+        })
 
     def _file_bytes(self, inst: Instance, start: int, end: int, head: bytes = b"",
                     tail: bytes = b"") -> Iterator[bytes]:
@@ -603,7 +643,7 @@ def create_app(roots: Any, *, storage_options: dict[str, Any] | None = None, max
                max_slides: int = 8, cache_mb: float = 64, max_frames: int = 512, max_decodes: int | None = None,
                queue_seconds: float = 5.0, tile_format: str = "jpeg", token: str | None = None,
                cors_origins: list[str] | None = None, catalogue: Catalogue | None = None,
-               rescan_seconds: float | None = None) -> Starlette:
+               rescan_seconds: float | None = None, public_url: str | None = None) -> Starlette:
     """The ASGI app serving the DICOM files under `roots` (folders, URL prefixes,
     files; scanned now unless a scanned `catalogue` is given).
 
@@ -616,7 +656,9 @@ def create_app(roots: Any, *, storage_options: dict[str, Any] | None = None, max
     must come as ``Authorization: Bearer <token>``; `cors_origins` may call
     it from other origins (a viewer served elsewhere); every
     `rescan_seconds` (if given) the roots are scanned again, as
-    ``POST /admin/rescan`` does on demand.
+    ``POST /admin/rescan`` does on demand. URLs in answers start with
+    `public_url` (say ``https://slides.example.org``, behind a proxy) where
+    given, else with the address the request came to.
     """
     if tile_format not in images.MEDIA:
         raise ValueError(f"tile_format must be one of {sorted(images.MEDIA)}, not {tile_format!r}")
@@ -627,6 +669,7 @@ def create_app(roots: Any, *, storage_options: dict[str, Any] | None = None, max
                     FrameCache(int(cache_mb * 1e6), second_chance=False), max_frames, max_decodes or os.cpu_count() or 2,
                     queue_seconds, tile_format)
     server.token_required = bool(token)
+    server.public_url = (public_url or "").rstrip("/")
     if rescan_seconds:
         _rescan_every(server, rescan_seconds)
     study, series, sop = "{study}", "{series}", "{sop}"
