@@ -8,6 +8,7 @@ answer is compared with what `dicomframes.open` reads from the same file.
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import time
@@ -467,6 +468,30 @@ def test_the_serve_command_prints_a_sign_in_link_and_keeps_the_token_out_of_its_
             time.sleep(0.05)
         logged = "".join(serving.lines[printed:])
         assert "GET /?token=*** " in logged and "s3cret" not in logged, logged
+    finally:
+        serving.stop()
+
+
+def test_json_access_lines_say_what_each_request_got(root):
+    serving = Serving(str(root), "--access-log", "json", "--token", "s3cret")
+    try:
+        printed = len(serving.lines)
+        auth = {"Authorization": "Bearer s3cret"}
+        studies = requests.get(f"{serving.url}/dicomweb/studies?limit=1", headers=auth)
+        assert requests.get(f"{serving.url}/dicomweb/studies/1.2.3/series", headers=auth).status_code == 404
+        assert requests.get(f"{serving.url}/?token=s3cret", allow_redirects=False).status_code == 303
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            rows = [json.loads(line) for line in serving.lines[printed:] if line.startswith("{")]
+            if len(rows) >= 3:
+                break
+            time.sleep(0.05)
+        assert [(r["method"], r["path"], r["status"]) for r in rows] == [
+            ("GET", "/dicomweb/studies", 200), ("GET", "/dicomweb/studies/1.2.3/series", 404), ("GET", "/", 303)]
+        assert rows[0]["query"] == "limit=1" and rows[0]["bytes"] == len(studies.content)
+        assert rows[2]["query"] == "token=***" and rows[0]["client"] == "127.0.0.1" and rows[0]["ms"] >= 0
+        assert not any("s3cret" in line for line in serving.lines[printed:])
+        assert not any('"GET /dicomweb' in line for line in serving.lines[printed:])  # uvicorn's lines are off
     finally:
         serving.stop()
 

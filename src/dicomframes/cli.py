@@ -580,11 +580,13 @@ def cmd_serve(args) -> int:
     settings = dict(roots=args.roots, storage_options=options, catalogue=catalogue, max_open=args.max_open,
                     max_slides=args.max_slides, cache_mb=args.cache_mb, max_decodes=args.max_decodes,
                     max_frames=args.max_frames, token=args.token, cors_origins=args.cors or None,
-                    rescan_seconds=args.rescan, public_url=args.public_url)
+                    rescan_seconds=args.rescan, public_url=args.public_url, access_log=args.access_log)
+    # JSON access lines come from our middleware; uvicorn's own would say it all twice.
+    uvicorn_log = dict(log_level="info", access_log=args.access_log == "text")
     # uvicorn's own lines say where it listens (the port chosen, for --port 0) and log each request.
     if args.workers == 1:
         limit_heap()
-        uvicorn.run(create_app(**settings), host=args.host, port=args.port, log_level="info")
+        uvicorn.run(create_app(**settings), host=args.host, port=args.port, **uvicorn_log)
         return EXIT_OK
     # N processes of uvicorn's, each with its own readers and caches; the catalogue is scanned
     # once, here, and handed to them in a file only this user can read.
@@ -599,7 +601,7 @@ def cmd_serve(args) -> int:
             pickle.dump(settings, f)
         os.environ[SETTINGS_ENV] = path
         uvicorn.run("dicomframes.server.app:from_environment", factory=True, workers=args.workers,
-                    host=args.host, port=args.port, log_level="info")
+                    host=args.host, port=args.port, **uvicorn_log)
     return EXIT_OK
 
 
@@ -827,6 +829,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=_int_at_least(1), default=512, help="frames one request may ask for")
     p.add_argument("--token", default=os.environ.get("DICOMFRAMES_TOKEN"),
                    help="require Authorization: Bearer TOKEN (default: $DICOMFRAMES_TOKEN; none: open)")
+    p.add_argument("--access-log", choices=["text", "json"], default="text",
+                   help="request lines as uvicorn writes them, or one JSON object each (default: text)")
     p.add_argument("--public-url", default=None, metavar="URL",
                    help="the address clients reach the server by, for URLs in answers (behind a proxy)")
     p.add_argument("--cors", action="append", default=[], metavar="ORIGIN",

@@ -22,7 +22,6 @@ import secrets
 import threading
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, AsyncIterator, Callable, Iterator
-from urllib.parse import parse_qsl, quote, urlencode
 
 import numpy as np
 from starlette.applications import Starlette
@@ -46,6 +45,7 @@ from dicomframes.frames.frame_cache import FrameCache
 from dicomframes.server import deepzoom, dicom_json, images, pages
 from dicomframes.server.catalogue import Catalogue, Instance
 from dicomframes.server.media import FrameMedia, available, byte_range, frame_media, instance_media
+from dicomframes.server.middleware import AccessLog, Token, hide_token
 from dicomframes.server.readers import ReaderPool, SlidePool
 from dicomframes.wsi.slide import Slide
 
@@ -570,80 +570,12 @@ def _answer(request: Request, method: Any) -> Response | None:
         return Response(f"the file is damaged: {exc}\n", status_code=500, media_type="text/plain")
 
 
-class _Token:
-    """ASGI middleware: requests must carry ``Authorization: Bearer <token>``
-    (the health and readiness endpoints excepted, for load balancers).
-
-    A browser cannot add that header to a page or its images, so a link with
-    ``?token=<token>`` (as ``serve`` prints) signs it in: the answer is a redirect
-    to the same URL without it, setting an HttpOnly, SameSite=Strict cookie that
-    stands for the token in GET and HEAD requests from then on. Other methods
-    (the admin endpoint) need the header: a cookie a browser sends by itself
-    must not be able to change anything.
-    """
-
-    COOKIE = "dicomframes_token"
-
-    def __init__(self, app: Any, token: str) -> None:
-        self.app = app
-        self.token = token.encode()
-        self.expected = b"Bearer " + self.token
-        # the cookie holds a digest of the token, not the token: a cookie jar leaks less
-        self.cookie = hmac.new(self.token, b"dicomframes browser sign-in", hashlib.sha256).hexdigest().encode()
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope.get("path") in ("/health", "/ready"):
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope.get("headers") or [])
-        if hmac.compare_digest(headers.get(b"authorization", b""), self.expected):
-            await self.app(scope, receive, send)
-            return
-        reading = scope.get("method") in ("GET", "HEAD")
-        if reading and hmac.compare_digest(_cookie(headers.get(b"cookie", b""), self.COOKIE), self.cookie):
-            await self.app(scope, receive, send)
-            return
-        query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
-        given = [v for k, v in query if k == "token"]
-        if reading and given and hmac.compare_digest(given[0].encode(), self.token):
-            rest = urlencode([(k, v) for k, v in query if k != "token"])
-            location = quote(scope.get("root_path", "") + scope["path"]) + (f"?{rest}" if rest else "")
-            response = Response(status_code=303, headers={
-                "Location": location, "Cache-Control": "no-store",
-                "Set-Cookie": f"{self.COOKIE}={self.cookie.decode()}; Path=/; HttpOnly; SameSite=Strict",
-            })
-        else:
-            response = Response("a bearer token is needed (or, in a browser, the link with ?token= that serve "
-                                "printed)\n", status_code=401, media_type="text/plain",
-                                headers={"WWW-Authenticate": "Bearer"})
-        await response(scope, receive, send)
-
-
-class _HideToken(logging.Filter):
-    """Keeps the sign-in link's token out of uvicorn's access log lines."""
-
-    _TOKEN = re.compile(r"([?&]token=)[^&\s]*")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(self._TOKEN.sub(r"\1***", a) if isinstance(a, str) else a for a in record.args)
-        return True
-
-
-def _cookie(header: bytes, name: str) -> bytes:
-    """The value of cookie `name` in a Cookie header, or b""."""
-    for part in header.split(b";"):
-        key, _, value = part.strip().partition(b"=")
-        if key == name.encode():
-            return value
-    return b""
-
-
 def create_app(roots: Any, *, storage_options: dict[str, Any] | None = None, max_open: int = 64,
                max_slides: int = 8, cache_mb: float = 64, max_frames: int = 512, max_decodes: int | None = None,
                queue_seconds: float = 5.0, tile_format: str = "jpeg", token: str | None = None,
                cors_origins: list[str] | None = None, catalogue: Catalogue | None = None,
-               rescan_seconds: float | None = None, public_url: str | None = None) -> Starlette:
+               rescan_seconds: float | None = None, public_url: str | None = None,
+               access_log: str = "text") -> Starlette:
     """The ASGI app serving the DICOM files under `roots` (folders, URL prefixes,
     files; scanned now unless a scanned `catalogue` is given).
 
@@ -658,7 +590,9 @@ def create_app(roots: Any, *, storage_options: dict[str, Any] | None = None, max
     `rescan_seconds` (if given) the roots are scanned again, as
     ``POST /admin/rescan`` does on demand. URLs in answers start with
     `public_url` (say ``https://slides.example.org``, behind a proxy) where
-    given, else with the address the request came to.
+    given, else with the address the request came to. `access_log="json"` logs
+    each request as one JSON line on the ``dicomframes.access`` logger (stderr
+    unless it has handlers), for log pipelines; "text" leaves it to uvicorn.
     """
     if tile_format not in images.MEDIA:
         raise ValueError(f"tile_format must be one of {sorted(images.MEDIA)}, not {tile_format!r}")
@@ -701,19 +635,21 @@ def create_app(roots: Any, *, storage_options: dict[str, Any] | None = None, max
     ]
     middleware = []
     if cors_origins:
-        middleware.append(Middleware(CORSMiddleware, allow_origins=cors_origins, allow_methods=["GET"],
-                                     allow_headers=["Accept", "Authorization", "If-None-Match"],
-                                     expose_headers=["ETag", "Warning"]))
+        middleware.append(Middleware(CORSMiddleware, allow_origins=cors_origins, allow_methods=["GET", "HEAD"],
+                                     allow_headers=["Accept", "Authorization", "If-None-Match", "Range", "If-Range"],
+                                     expose_headers=["ETag", "Warning", "Content-Range", "Accept-Ranges"]))
     app = Starlette(routes=routes, middleware=middleware, lifespan=_closing(server))
     app.state.server = server
+    outer: Any = app
     if token:
-        wrapped: Any = _Token(app, token)
-        access = logging.getLogger("uvicorn.access")
-        if not any(isinstance(f, _HideToken) for f in access.filters):
-            access.addFilter(_HideToken())
-        wrapped.state = app.state
-        return wrapped
-    return app
+        outer = Token(outer, token)
+        hide_token(logging.getLogger("uvicorn.access"))
+    if access_log == "json":
+        outer = AccessLog(outer)
+    elif access_log != "text":
+        raise ValueError(f"access_log must be 'text' or 'json', not {access_log!r}")
+    outer.state = app.state
+    return outer
 
 
 _M_MMAP_THRESHOLD, _M_ARENA_MAX = -3, -8  # glibc's mallopt parameters
