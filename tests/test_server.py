@@ -410,6 +410,19 @@ def test_cors_origins_are_allowed_when_configured(root):
         assert "access-control-allow-origin" not in other.headers
     finally:
         running.stop()
+    # behind a token, a viewer elsewhere sends the header; its browser's preflight carries none
+    running = Running(create_app(str(root), cors_origins=["http://viewer.example"], token="s3cret"))
+    try:
+        preflight = requests.options(f"{running.url}/dicomweb/studies", headers={
+            "Origin": "http://viewer.example", "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "authorization, range"})
+        assert preflight.status_code == 200, preflight.text
+        assert preflight.headers["access-control-allow-origin"] == "http://viewer.example"
+        assert "range" in preflight.headers["access-control-allow-headers"].lower()
+        assert requests.get(f"{running.url}/dicomweb/studies", headers={"Origin": "http://viewer.example"}
+                            ).status_code == 401
+    finally:
+        running.stop()
 
 
 @pytest.mark.parametrize("accept,expected", [

@@ -596,6 +596,8 @@ def create_app(roots: Any, *, storage_options: dict[str, Any] | None = None, max
     """
     if tile_format not in images.MEDIA:
         raise ValueError(f"tile_format must be one of {sorted(images.MEDIA)}, not {tile_format!r}")
+    if access_log not in ("text", "json"):
+        raise ValueError(f"access_log must be 'text' or 'json', not {access_log!r}")
     if catalogue is None:
         catalogue = Catalogue(roots if isinstance(roots, (list, tuple)) else [roots], storage_options)
         catalogue.scan()
@@ -646,8 +648,6 @@ def create_app(roots: Any, *, storage_options: dict[str, Any] | None = None, max
         hide_token(logging.getLogger("uvicorn.access"))
     if access_log == "json":
         outer = AccessLog(outer)
-    elif access_log != "text":
-        raise ValueError(f"access_log must be 'text' or 'json', not {access_log!r}")
     outer.state = app.state
     return outer
 

@@ -38,7 +38,8 @@ class Token:
         self.cookie = hmac.new(self.token, b"dicomframes browser sign-in", hashlib.sha256).hexdigest().encode()
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope.get("path") in ("/health", "/ready"):
+        # A CORS preflight carries no credentials by the standard: the CORS middleware answers it.
+        if scope["type"] != "http" or scope.get("path") in ("/health", "/ready") or scope.get("method") == "OPTIONS":
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
