@@ -57,6 +57,8 @@ _LAZY = {
     "add_offset_table": "dicomframes.transcode.offset_table",
     "to_dask": "dicomframes.integrations.dask",
     "FrameDataset": "dicomframes.integrations.dataset",
+    "dicomweb": "dicomframes.dicomweb",
+    "DicomWeb": "dicomframes.dicomweb",
 }
 
 
@@ -76,7 +78,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "open", "iter_frames", "to_dask", "FrameDataset", "open_slide", "Slide", "decompress", "add_offset_table", "Reader", "ImageInfo",
+    "open", "iter_frames", "to_dask", "FrameDataset", "open_slide", "Slide", "dicomweb", "DicomWeb", "decompress", "add_offset_table", "Reader", "ImageInfo",
     "FetchPolicy", "Source", "LocalFileSource", "FileObjectSource", "BytesSource", "IndexCache",
     "DicomFramesError", "NotDicomError", "TruncatedFileError", "InvalidFileError",
     "FrameIndexError", "UnsupportedTransferSyntaxError", "MissingDecoderError",

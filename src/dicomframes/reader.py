@@ -145,6 +145,7 @@ class Reader:
         index_cache: IndexCache | None = None,
         index: bytes | str | os.PathLike | None = None,
         tile_cache: FrameCache | None = None,
+        frames: Callable[[Header, Source], tuple[FrameIndex, FrameSource]] | None = None,
     ) -> None:
         self._source = source
         #: decoded frames that `read_frames` (and so regions) keeps and reuses; None: none kept
@@ -177,9 +178,13 @@ class Reader:
             else:
                 self.header, self._data_source = parse_header(source, source.header_block)
             self.format = PixelFormat.from_header(self.header)
-            if kept is None:
-                self.index = self._build_index(self.header, source.walk_block)
-            self._frames: FrameSource = IndexedFrames(self.index, self._data_source)
+            self._frames: FrameSource
+            if frames is not None:  # a source of frames by number (DICOMweb): `source` holds the header only
+                self.index, self._frames = frames(self.header, self._data_source)
+            else:
+                if kept is None:
+                    self.index = self._build_index(self.header, source.walk_block)
+                self._frames = IndexedFrames(self.index, self._data_source)
             self._walked_at_open = self.index.walked_to
         except (DicomFramesError, MemoryError, KeyboardInterrupt):
             source.close()
@@ -645,7 +650,7 @@ class Reader:
         local files (a remote file is fetched here in few large requests, which workers reading
         a few frames each would multiply), and not where the index rechecks what is read."""
         return (self.shared_workers and shared_workers.available() and not self._data_source.remote
-                and not self.index.rechecks)
+                and not self.index.rechecks and isinstance(self._frames, IndexedFrames))
 
     def _claim_shared(self, workers: int, decoder: str | None, budget: int, decoded_bytes: int,
                       chunk: int) -> shared_workers.SharedDecoder | None:
@@ -682,6 +687,7 @@ class Reader:
             if self._shared is not None:
                 self._shared.close()
                 self._shared = None
+            self._frames.close()
             self._data_source.close()
             self._source.close()
 
@@ -708,7 +714,8 @@ class Reader:
         state["_backend"] = None
         state["_processes"] = None
         state["_shared"] = None
-        del state["_frames"]  # made anew from the index and the source
+        if isinstance(self._frames, IndexedFrames):
+            del state["_frames"]  # made anew from the index and the source; others pickle themselves
         # Decoded frames stay here; the other process caches in its own shared cache.
         state["tile_cache"] = self.tile_cache is not None
         return state
@@ -719,7 +726,8 @@ class Reader:
         self._token = next(frame_cache.tokens)
         self._cache_counts = (0, 0)
         self.index.bind(self._data_source)
-        self._frames = IndexedFrames(self.index, self._data_source)
+        if "_frames" not in state:
+            self._frames = IndexedFrames(self.index, self._data_source)
         if self._tile_geometry is not None:  # whole-slide positions, if parsed
             self._tile_geometry.bind(self._data_source)
 

@@ -95,3 +95,17 @@ IMPLICIT_VR_LITTLE_ENDIAN = SYNTAXES[_P]
 def lookup(uid: str) -> TransferSyntax | None:
     """Return the known transfer syntax for `uid`, or None."""
     return SYNTAXES.get(uid.strip("\x00 "))
+
+
+#: the image media type of each compressed transfer syntax (PS3.18 Table 8.7.3-5): DICOMweb
+#: frames in that syntax come as parts of this type
+MEDIA_OF_SYNTAX = {
+    "1.2.840.10008.1.2.4.50": "image/jpeg", "1.2.840.10008.1.2.4.51": "image/jpeg",
+    "1.2.840.10008.1.2.4.57": "image/jpeg", "1.2.840.10008.1.2.4.70": "image/jpeg",
+    "1.2.840.10008.1.2.4.80": "image/jls", "1.2.840.10008.1.2.4.81": "image/jls",
+    "1.2.840.10008.1.2.4.90": "image/jp2", "1.2.840.10008.1.2.4.91": "image/jp2",
+    "1.2.840.10008.1.2.4.92": "image/jpx", "1.2.840.10008.1.2.4.93": "image/jpx",
+    "1.2.840.10008.1.2.4.201": "image/jphc", "1.2.840.10008.1.2.4.202": "image/jphc",
+    "1.2.840.10008.1.2.4.203": "image/jphc",
+    "1.2.840.10008.1.2.5": "image/dicom-rle",
+}

@@ -41,6 +41,9 @@ class FrameSource(ABC):
         """The bytes of each span, in as few requests as `policy` allows; a
         failure names its frame (`StorageError`, `TruncatedFileError`)."""
 
+    def close(self) -> None:  # noqa: B027  (most hold nothing of their own)
+        """Let go of what it holds beyond the source (connections of its own); the reader closes the source."""
+
 
 class IndexedFrames(FrameSource):
     """Frames of a file: its `FrameIndex` locates them, byte-range reads of `source` fetch them.

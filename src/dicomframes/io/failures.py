@@ -128,12 +128,17 @@ def is_transient(exc: BaseException) -> bool:
             return True
         status = _status(e)
         if status is not None:
-            return status >= 500 or status in _RETRY_STATUSES
+            return retry_status(status)
         if _error_code(e) in _TRANSIENT_CODES:
             return True
         if isinstance(e, OSError) and e.errno in _TRANSIENT_ERRNOS:
             return True
     return False
+
+
+def retry_status(status: int) -> bool:
+    """Whether an HTTP status is worth retrying: 5xx and throttling."""
+    return status >= 500 or status in _RETRY_STATUSES
 
 
 def out_of_range(exc: BaseException) -> bool:

@@ -10,21 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dicomframes._dicom.syntaxes import MEDIA_OF_SYNTAX
+
 EXPLICIT_LITTLE = "1.2.840.10008.1.2.1"
 #: native transfer syntaxes whose frames, as stored, are the uncompressed (little endian) bytes
 _LITTLE_NATIVE = {"1.2.840.10008.1.2", EXPLICIT_LITTLE, "1.2.840.10008.1.2.1.99"}
 
-#: the image media type of each compressed transfer syntax (PS3.18 Table 8.7.3-5)
-MEDIA_OF_SYNTAX = {
-    "1.2.840.10008.1.2.4.50": "image/jpeg", "1.2.840.10008.1.2.4.51": "image/jpeg",
-    "1.2.840.10008.1.2.4.57": "image/jpeg", "1.2.840.10008.1.2.4.70": "image/jpeg",
-    "1.2.840.10008.1.2.4.80": "image/jls", "1.2.840.10008.1.2.4.81": "image/jls",
-    "1.2.840.10008.1.2.4.90": "image/jp2", "1.2.840.10008.1.2.4.91": "image/jp2",
-    "1.2.840.10008.1.2.4.92": "image/jpx", "1.2.840.10008.1.2.4.93": "image/jpx",
-    "1.2.840.10008.1.2.4.201": "image/jphc", "1.2.840.10008.1.2.4.202": "image/jphc",
-    "1.2.840.10008.1.2.4.203": "image/jphc",
-    "1.2.840.10008.1.2.5": "image/dicom-rle",
-}
 #: the transfer syntax a media type means when the client names none
 DEFAULT_SYNTAX = {
     "application/octet-stream": EXPLICIT_LITTLE, "image/jpeg": "1.2.840.10008.1.2.4.50",

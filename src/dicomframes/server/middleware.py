@@ -106,11 +106,12 @@ class AccessLog:
 
     def __init__(self, app: Any) -> None:
         self.app = app
+        if ACCESS.level == logging.NOTSET:  # asked for: not dropped by the root logger's WARNING
+            ACCESS.setLevel(logging.INFO)
         if not ACCESS.handlers:  # a program that configured it keeps its own
             handler = logging.StreamHandler(sys.stderr)
             handler.setFormatter(logging.Formatter("%(message)s"))
             ACCESS.addHandler(handler)
-            ACCESS.setLevel(logging.INFO)
             ACCESS.propagate = False
 
     async def __call__(self, scope, receive, send):
