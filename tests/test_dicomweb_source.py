@@ -49,6 +49,8 @@ def root(tmp_path_factory):
     write_sample(str(folder / "native.dcm"), frames=12, rows=32, columns=40, samples_per_pixel=3, syntax="native")
     write_pyramid(folder / "slide", width=600, height=400, levels=2, codec="jpeg", tile_size=(128, 128),
                   label=False, overview=False)
+    write_pyramid(folder / "sparse", width=500, height=300, levels=2, codec="jpeg", tile_size=(128, 128),
+                  label=False, overview=False, organizations="TILED_SPARSE", seed=1)
     return folder
 
 
@@ -124,7 +126,7 @@ def _frames(service, path: str):
 
 def test_every_frame_equals_the_files_frame(service, root):
     files = _files(root)
-    assert len(files) == len(TEST_FILES) + 2 + 2
+    assert len(files) == len(TEST_FILES) + 2 + 4
     for path in files.values():
         web, remote, local = _frames(service, path)
         with remote, local:
@@ -150,16 +152,17 @@ def test_consecutive_frames_come_in_few_requests(service, root):
     assert sorted(map(int, numbers)) == list(range(1, JPEG_FRAMES + 1))  # each frame asked for once
 
 
-def test_a_slide_reads_regions_as_the_files_do(service, root):
+@pytest.mark.parametrize("name", ["slide", "sparse"])  # TILED_FULL, and TILED_SPARSE (per-frame positions)
+def test_a_slide_reads_regions_as_the_files_do(service, root, name):
     web = dicomframes.dicomweb(service.dicomweb)
-    levels = sorted(str(p) for p in (root / "slide").rglob("*.dcm"))
+    levels = sorted(str(p) for p in (root / name).rglob("*.dcm"))
     study, series, _ = _uids(levels[0])
     before = len(service.requests())
-    with web.open_slide(study, series) as remote, open_slide(str(root / "slide")) as local:
+    with web.open_slide(study, series) as remote, open_slide(str(root / name)) as local:
         metadata_requests = [p for p in service.requests()[before:] if p.endswith("/metadata")]
         assert len(metadata_requests) == 1  # the whole series' metadata at once
         assert remote.level_dimensions == local.level_dimensions
-        for level, (location, size) in [(0, ((0, 0), (600, 400))), (0, ((100, 70), (300, 200))),
+        for level, (location, size) in [(0, ((0, 0), (500, 300))), (0, ((100, 70), (300, 200))),
                                         (1, ((40, 30), (150, 100)))]:
             np.testing.assert_array_equal(remote.read_region(location, level, size),
                                           local.read_region(location, level, size))
@@ -167,7 +170,7 @@ def test_a_slide_reads_regions_as_the_files_do(service, root):
 
 def test_searches_return_plain_python(service, root):
     web = dicomframes.dicomweb(service.dicomweb)
-    slide_series = {_uids(p)[1] for p in map(str, (root / "slide").rglob("*.dcm"))}
+    slide_series = {_uids(p)[1] for p in map(str, root.rglob("*.dcm")) if "slide" in p or "sparse" in p}
     found = web.search_series(modality="SM")
     assert {row["SeriesInstanceUID"] for row in found} == slide_series
     assert all(row["Modality"] == "SM" for row in found)
@@ -175,6 +178,30 @@ def test_searches_return_plain_python(service, root):
     assert len(instances) == 2 and all(isinstance(row["SOPInstanceUID"], str) for row in instances)
     study = web.search_studies(study=_uids(str(root / "MR_small.dcm"))[0])
     assert len(study) == 1 and isinstance(study[0].get("PatientName", ""), str)
+
+
+def test_the_header_reads_as_the_files(service, root):
+    path = os.path.join(root, "MR_small.dcm")
+    web, remote, local = _frames(service, path)
+    with remote, local:
+        ours, theirs = remote.dataset(), pydicom.dcmread(path, stop_before_pixels=True)
+        for keyword in ("PatientName", "Rows", "Columns", "BitsStored", "PixelSpacing", "WindowCenter",
+                        "RescaleSlope", "ImageOrientationPatient", "StudyDescription"):
+            if keyword in theirs:
+                assert ours[keyword].value == theirs[keyword].value, keyword
+        assert remote.info.rows == local.info.rows and remote.info.sop_class_uid == local.info.sop_class_uid
+
+
+def test_one_bit_frames_are_refused_with_a_clear_error(tmp_path):
+    ds = pydicom.dcmread(get_testdata_file("liver.dcm"))  # a 1-bit segmentation
+    ds.save_as(tmp_path / "seg.dcm")
+    running = Running(create_app(str(tmp_path)))
+    try:
+        web = dicomframes.dicomweb(running.url + "/dicomweb")
+        with pytest.raises(dicomframes.UnsupportedTransferSyntaxError, match="Bits Allocated 1"):
+            web.open(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+    finally:
+        running.stop()
 
 
 def test_a_reader_pickles_small_and_reads_where_it_is_unpickled(service, root):
@@ -271,3 +298,30 @@ def test_a_service_that_fails_for_good_says_what_was_tried(root):
     finally:
         proxy.stop()
         running.stop()
+
+
+_dataset = None
+
+
+def _init(dataset) -> None:
+    global _dataset
+    _dataset = dataset
+
+
+def _get(k: int):
+    return k, _dataset[k]
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_a_data_loaders_worker_processes_read_remote_frames(service, root, method):
+    import multiprocessing
+
+    path = os.path.join(root, "color3d_jpeg_baseline.dcm")
+    web, remote, local = _frames(service, path)
+    with remote, local:
+        dataset = dicomframes.FrameDataset([remote])
+        dataset[0]  # the parent has connections before the workers start
+        with multiprocessing.get_context(method).Pool(2, initializer=_init, initargs=(dataset,)) as pool:
+            got = dict(pool.map(_get, range(0, JPEG_FRAMES, 7)))
+        for k, frame in got.items():
+            np.testing.assert_array_equal(frame, local[k])

@@ -57,8 +57,8 @@ _LAZY = {
     "add_offset_table": "dicomframes.transcode.offset_table",
     "to_dask": "dicomframes.integrations.dask",
     "FrameDataset": "dicomframes.integrations.dataset",
-    "dicomweb": "dicomframes.dicomweb",
-    "DicomWeb": "dicomframes.dicomweb",
+    "dicomweb": "dicomframes.web",
+    "DicomWeb": "dicomframes.web",
 }
 
 

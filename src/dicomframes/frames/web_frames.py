@@ -19,7 +19,7 @@ from dicomframes.frames.index import FrameIndex
 from dicomframes.frames.span import FrameBytes, FrameSpan
 from dicomframes.io.policy import FetchPolicy
 from dicomframes.io.source import Source
-from dicomframes.io.web import WebSession
+from dicomframes.io.web_session import WebSession
 
 #: the most frames one request asks for (servers bound it: ours at 512, others lower)
 MAX_FRAMES_PER_REQUEST = 64

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import random
 import ssl
 import threading
@@ -169,8 +170,10 @@ class WebSession:
     def _connection(self, url: str, timeout: float) -> http.client.HTTPConnection:
         parsed = urlsplit(url)
         pool = getattr(self._local, "pool", None)
-        if pool is None:
+        if pool is None or self._local.pid != os.getpid():
+            # A forked child inherits the parent's thread-locals: its sockets are the parent's too.
             pool = self._local.pool = {}
+            self._local.pid = os.getpid()
         key = (parsed.scheme, parsed.netloc)
         connection = pool.get(key)
         if connection is None:
@@ -187,16 +190,18 @@ class WebSession:
 
     def _drop(self, url: str) -> None:
         parsed = urlsplit(url)
-        pool = getattr(self._local, "pool", None) or {}
-        connection = pool.pop((parsed.scheme, parsed.netloc), None)
+        pool = getattr(self._local, "pool", None) if getattr(self._local, "pid", None) == os.getpid() else None
+        connection = (pool or {}).pop((parsed.scheme, parsed.netloc), None)
         if connection is not None:
             connection.close()
 
     def close(self) -> None:
         """Close this thread's connections (other threads' close when they end)."""
-        for connection in (getattr(self._local, "pool", None) or {}).values():
-            connection.close()
+        if getattr(self._local, "pid", None) == os.getpid():
+            for connection in (getattr(self._local, "pool", None) or {}).values():
+                connection.close()
         self._local.pool = {}
+        self._local.pid = os.getpid()
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()

@@ -23,15 +23,15 @@ from dicomframes._dicom import encode
 from dicomframes._dicom.json_dataset import encode as encode_json
 from dicomframes._dicom.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, lookup
 from dicomframes._dicom.tags import TRANSFER_SYNTAX_UID
-from dicomframes.dicomweb.search import plain, query
 from dicomframes.errors import SlideError, StorageError, UnsupportedTransferSyntaxError
 from dicomframes.frames.header import Header
 from dicomframes.frames.web_frames import NumberedIndex, WebFrames, expected_bytes, syntax_of
 from dicomframes.io.local import BytesSource
 from dicomframes.io.policy import FetchPolicy
 from dicomframes.io.source import Source
-from dicomframes.io.web import DEFAULT_TIMEOUT, Headers, WebSession
+from dicomframes.io.web_session import DEFAULT_TIMEOUT, Headers, WebSession
 from dicomframes.reader import Reader
+from dicomframes.web.search import plain, query
 from dicomframes.wsi.slide import Slide
 
 AS_STORED = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
@@ -72,7 +72,7 @@ class DicomWeb:
     # -- QIDO-RS -----------------------------------------------------------------------------------
     def search_studies(self, **filters: Any) -> list[dict[str, Any]]:
         """Studies matching `filters` (keywords, tags or the short names of
-        `dicomframes.dicomweb.search.ALIASES`; ``limit``, ``offset``, ``fields``),
+        `dicomframes.web.search.ALIASES`; ``limit``, ``offset``, ``fields``),
         each a dict of keyword -> value."""
         return [plain(row) for row in self.session.get_json("studies", query(filters))]
 
@@ -129,6 +129,9 @@ class DicomWeb:
         if ts is None:
             raise UnsupportedTransferSyntaxError(f"the service stores it in transfer syntax {stored}, which "
                                                  "dicomframes cannot decode", path=name)
+        if int(_value(meta, "00280100") or 8) == 1:
+            raise UnsupportedTransferSyntaxError("frames of Bits Allocated 1 are not read over DICOMweb yet",
+                                                 path=name, hint="read the file itself (a bucket, a URL)")
         pixels: tuple[str, int | None]
         if ts.encapsulated:
             accept, syntax, pixels = AS_STORED, ts.uid, ("OB", None)
