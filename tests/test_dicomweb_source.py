@@ -272,13 +272,15 @@ def test_busy_answers_and_dropped_connections_are_retried(root):
     proxy = Proxy(running.url).start()
     try:
         path = os.path.join(root, "color3d_jpeg_baseline.dcm")
-        web = dicomframes.dicomweb(proxy.url + "/dicomweb", concurrency=1)
+        web = dicomframes.dicomweb(proxy.url + "/dicomweb")
         with web.open(*_uids(path)) as remote, dicomframes.open(path) as local:
             proxy.inject("503", "drop", "reset")
             np.testing.assert_array_equal(np.asarray(remote), np.asarray(local))
         statuses = [r.status for r in proxy.settled() if "/frames/" in r.path]
-        assert statuses[:3] == [503, 200, 0]  # the busy answer, the body cut short, the reset: each asked again
-        assert all(s == 200 for s in statuses[3:])
+        # the busy answer, the body cut short (logged 200, half sent) and the reset (0), in flight with
+        # other batches, in any order; each asked for again, and the frames came whole
+        assert statuses.count(503) == 1 and statuses.count(0) == 1
+        assert statuses.count(200) == len(statuses) - 2 >= 3
     finally:
         proxy.stop()
         running.stop()

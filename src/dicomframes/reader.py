@@ -903,7 +903,7 @@ def open(
     -------
     Reader
     """
-    tiles = _tile_cache_for(tile_cache)
+    tiles = tile_cache_for(tile_cache)
     source = source_for(src, storage_options)
     try:
         cache = _cache_for(index_cache, source)
@@ -916,7 +916,9 @@ def open(
     )
 
 
-def _tile_cache_for(setting: Any) -> FrameCache | None:
+def tile_cache_for(setting: Any) -> FrameCache | None:
+    """The cache that ``open(..., tile_cache=setting)`` means: None or True the
+    process-wide one, False none, a number of bytes a cache of its own, or the one given."""
     if setting is None or setting is True:
         return frame_cache.shared_cache()
     if setting is False:

@@ -21,8 +21,9 @@ from dicomframes.io.policy import FetchPolicy
 from dicomframes.io.source import Source
 from dicomframes.io.web_session import WebSession
 
-#: the most frames one request asks for (servers bound it: ours at 512, others lower)
-MAX_FRAMES_PER_REQUEST = 64
+#: the most frames one request asks for (servers bound it: ours at 512 by default); the
+#: pipeline's batches are smaller (64), reads of many frames at once take these
+MAX_FRAMES_PER_REQUEST = 256
 #: a compressed frame is expected at this fraction of its decoded size (batches are sized by it)
 _EXPECTED_RATIO = 8
 
@@ -65,7 +66,8 @@ class WebFrames(FrameSource):
 
     def read_many(self, spans: list[FrameSpan], policy: FetchPolicy) -> dict[FrameSpan, FrameBytes]:
         ordered = sorted(dict.fromkeys(spans), key=lambda s: s.frame)
-        size = max(1, min(MAX_FRAMES_PER_REQUEST, policy.max_frames, policy.max_request // self.index.expected))
+        # One request per pipeline batch (which `batch_bytes` bounds), up to the frames a request may name.
+        size = max(1, min(MAX_FRAMES_PER_REQUEST, max(policy.batch_bytes, policy.max_request) // self.index.expected))
         groups = [ordered[k : k + size] for k in range(0, len(ordered), size)]
         if len(groups) <= 1:
             return self._fetch(ordered) if ordered else {}

@@ -37,16 +37,20 @@ def parts(read: Callable[[int], bytes], boundary: str, name: str, max_part: int 
     delimiter = b"--" + boundary.encode("latin-1")
     between = b"\r\n" + delimiter
     buf = bytearray()
+    start = 0  # where the unread bytes of `buf` begin: parts are cut at offsets, not off the front
     ended = False
 
     def more() -> bool:
-        nonlocal ended
+        nonlocal ended, start
         if ended:
             return False
         chunk = read(_CHUNK)
         if not chunk:
             ended = True
             return False
+        if start > len(buf) // 2:  # drop what was handed out: amortised, each byte moved at most once or twice
+            del buf[:start]
+            start = 0
         buf.extend(chunk)
         return True
 
@@ -55,34 +59,36 @@ def parts(read: Callable[[int], bytes], boundary: str, name: str, max_part: int 
     while True:
         at = buf.find(delimiter, searched)
         if at >= 0:
-            del buf[: at + len(delimiter)]
+            start = at + len(delimiter)
             break
         searched = max(0, len(buf) - len(delimiter))
-        if len(buf) > _MAX_PART_HEADERS or not more():
+        if len(buf) > _MAX_PART_HEADERS or not more():  # (nothing is handed out yet: `start` is 0)
             raise StorageError("the multipart answer has no opening boundary", path=name)
     while True:
-        while len(buf) < 2 and more():
+        while len(buf) - start < 2 and more():
             pass
-        if buf[:2] == b"--":
+        if buf[start : start + 2] == b"--":
             return  # the closing delimiter
         # The rest of the delimiter line (transport padding, then CRLF), then the part's headers.
-        while (end := buf.find(b"\r\n\r\n")) < 0:
-            if len(buf) > _MAX_PART_HEADERS or not more():
+        while (end := buf.find(b"\r\n\r\n", start)) < 0:
+            if len(buf) - start > _MAX_PART_HEADERS or not more():
                 raise StorageError("a part of the multipart answer has no end of headers", path=name)
-        head = bytes(buf[:end]).decode("latin-1").split("\r\n")
-        del buf[: end + 4]
+        head = bytes(buf[start:end]).decode("latin-1").split("\r\n")
+        start = end + 4
         headers = {}
         for line in head[1:]:  # head[0] is what followed the delimiter on its line
             key, sep, value = line.partition(":")
             if sep:
                 headers[key.strip().lower()] = value.strip()
-        searched = 0
+        searched = start
         while (at := buf.find(between, searched)) < 0:
-            if len(buf) > max_part + len(between):
+            if len(buf) - start > max_part + len(between):
                 raise StorageError(f"a part of the multipart answer is over {max_part} bytes", path=name)
-            searched = max(0, len(buf) - len(between) + 1)
+            offset = searched - start  # `more` may move the unread bytes to the front
+            searched = max(offset, len(buf) - start - len(between) + 1)
             if not more():
                 raise StorageError("the multipart answer ends inside a part (cut short?)", path=name)
-        body = bytes(buf[:at])
-        del buf[: at + len(between)]
+            searched += start
+        body = bytes(buf[start:at])
+        start = at + len(between)
         yield headers, body
