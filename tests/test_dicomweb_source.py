@@ -144,10 +144,15 @@ def test_consecutive_frames_come_in_few_requests(service, root):
     web, remote, local = _frames(service, path)
     with remote, local:
         before = len([p for p in service.requests() if "/frames/" in p])
+        opened = remote.stats["requests"]  # the metadata (and, for Orthanc, frame 1 for its syntax)
+        assert opened == (1 if service.name == "dicomframes" else 2)
         for got, want in zip(remote.iter_frames(), local.iter_frames()):
             np.testing.assert_array_equal(got, want)
         asked = [p for p in service.requests() if "/frames/" in p][before:]
+        stats = remote.stats
+        assert stats["bytes"] > sum(len(local.encoded_frame(i)) for i in range(JPEG_FRAMES))
     assert 1 <= len(asked) <= JPEG_FRAMES // 8, asked  # 120 frames in at most 15 requests
+    assert stats["requests"] - opened == len(asked) and stats["retries"] == 0  # the reader's own count
     numbers = [n for p in asked for n in p.rsplit("/frames/", 1)[1].split(",")]
     assert sorted(map(int, numbers)) == list(range(1, JPEG_FRAMES + 1))  # each frame asked for once
 
@@ -276,6 +281,7 @@ def test_busy_answers_and_dropped_connections_are_retried(root):
         with web.open(*_uids(path)) as remote, dicomframes.open(path) as local:
             proxy.inject("503", "drop", "reset")
             np.testing.assert_array_equal(np.asarray(remote), np.asarray(local))
+            assert remote.stats["retries"] == 3
         statuses = [r.status for r in proxy.settled() if "/frames/" in r.path]
         # the busy answer, the body cut short (logged 200, half sent) and the reset (0), in flight with
         # other batches, in any order; each asked for again, and the frames came whole
@@ -327,3 +333,50 @@ def test_a_data_loaders_worker_processes_read_remote_frames(service, root, metho
             got = dict(pool.map(_get, range(0, JPEG_FRAMES, 7)))
         for k, frame in got.items():
             np.testing.assert_array_equal(frame, local[k])
+
+
+def test_the_command_line_reads_a_dicomweb_instance_by_its_url(guarded, root):
+    import subprocess
+    import sys
+
+    path = os.path.join(root, "color3d_jpeg_baseline.dcm")
+    study, series, sop = _uids(path)
+    url = f"{guarded.url}/dicomweb/studies/{study}/series/{series}/instances/{sop}"
+    auth = ["--header", "Authorization: Bearer s3cret"]
+    info = subprocess.run([sys.executable, "-m", "dicomframes", "info", url, "--json", *auth],
+                          capture_output=True, text=True, timeout=120)
+    assert info.returncode == 0, info.stderr
+    fields = json.loads(info.stdout)
+    assert fields["number_of_frames"] == JPEG_FRAMES and fields["index_kind"] == "dicomweb"
+    assert fields["transfer_syntax_uid"] == "1.2.840.10008.1.2.4.50" and fields["complete"] is None
+    frames = subprocess.run([sys.executable, "-m", "dicomframes", "frames", url, "-q", *auth],
+                            capture_output=True, text=True, timeout=120)
+    assert frames.returncode == 0, frames.stderr
+    assert f"{JPEG_FRAMES} frames" in frames.stdout + frames.stderr
+    refused = subprocess.run([sys.executable, "-m", "dicomframes", "info", url], capture_output=True, text=True,
+                             timeout=120)
+    assert refused.returncode == 1 and "HTTP 401" in refused.stderr and "Traceback" not in refused.stderr
+    bad = subprocess.run([sys.executable, "-m", "dicomframes", "info", url, "--header", "no colon"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--header" in bad.stderr
+
+
+def test_the_command_line_exports_frames_of_a_dicomweb_instance(guarded, root, tmp_path):
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    path = os.path.join(root, "emri_small_jpeg_2k_lossless.dcm")
+    study, series, sop = _uids(path)
+    url = f"{guarded.url}/dicomweb/studies/{study}/series/{series}/instances/{sop}"
+    done = subprocess.run([sys.executable, "-m", "dicomframes", "export", url, str(tmp_path / "f{frame}.png"),
+                           "--frames", "2,5", "-q", "--header", "Authorization: Bearer s3cret"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    with dicomframes.open(path) as local:
+        for k in (2, 5):
+            np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / f"f{k}.png")), local[k])
+    region = subprocess.run([sys.executable, "-m", "dicomframes", "export", url, str(tmp_path / "r.png"),
+                             "--region", "0,0,8,8"], capture_output=True, text=True, timeout=120)
+    assert region.returncode == 2 and "open_slide" in region.stderr

@@ -10,6 +10,7 @@ stderr; no input ends in a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -150,6 +151,11 @@ def _storage_options(args, url: str) -> dict[str, Any]:
         options["endpoint_url"] = endpoint
     if getattr(args, "timeout", None) is not None:
         options["timeout"] = args.timeout
+    headers = _headers(args)
+    if headers:
+        if not url.lower().startswith(("http://", "https://")):
+            _usage_error(args, "--header applies to http:// and https:// URLs (for buckets pass -o key=value)")
+        options["headers"] = {**options.get("headers", {}), **headers}
     return options
 
 
@@ -170,10 +176,26 @@ def _check_local_input(path: str) -> None:
 def _open(args, path: str):
     from dicomframes.io.resolve import is_url
     from dicomframes.reader import open as open_reader
+    from dicomframes.web.client import instance_url, open_url
 
     _check_local_input(path)
+    if instance_url(path) is not None:  # a DICOMweb instance: its metadata, then frames by WADO-RS
+        timeout = getattr(args, "timeout", None)
+        return open_url(path, _headers(args) or None, decoder=getattr(args, "decoder", None),
+                        **({"timeout": timeout} if timeout is not None else {}))
     options = _storage_options(args, path) if is_url(path) else {}
     return open_reader(path, decoder=getattr(args, "decoder", None), **options)
+
+
+def _headers(args) -> dict[str, str]:
+    """The ``--header "Name: value"`` flags as a dict."""
+    out: dict[str, str] = {}
+    for given in getattr(args, "headers", None) or []:
+        name, sep, value = given.partition(":")
+        if not sep or not name.strip():
+            _usage_error(args, f'--header takes "Name: value", not {given!r}')
+        out[name.strip()] = value.strip()
+    return out
 
 
 def _show_progress(args) -> bool:
@@ -200,6 +222,8 @@ def _completeness(reader) -> tuple[bool | None, str]:
     n = len(reader)
     if n == 0:
         return True, "yes"
+    if reader.info.index_kind == "dicomweb":
+        return None, "unknown (a DICOMweb service holds the frames; each is checked when it is read)"
     try:
         span = reader.index.span(n - 1)
     except (TruncatedFileError, FrameIndexError) as exc:
@@ -289,7 +313,7 @@ def _info_one(args, path: str) -> tuple[dict[str, Any], bool | None, str]:
     with _open(args, path) as reader:
         info = reader.info.as_dict()
         info["modality"] = reader.header.get("Modality")
-        info["file_size"] = reader.source.size
+        info["file_size"] = None if reader.info.index_kind == "dicomweb" else reader.source.size
         info["lossy"] = bool(reader.header.transfer_syntax.lossy)
         info["whole_slide"] = _whole_slide(reader)
         if args.walk and reader.info.index_kind == "walked":
@@ -613,7 +637,13 @@ def cmd_export(args) -> int:
         _usage_error(args, f"export writes local files, not {args.out} (write them locally, then copy them)")
     if args.level is not None and args.region is None:
         _usage_error(args, "--level applies to --region only")
-    options = _storage_options(args, args.path) if is_url(args.path) else {}
+    from dicomframes.web.client import instance_url
+
+    web = instance_url(args.path) is not None
+    if web and (args.region is not None or args.thumbnail is not None):
+        _usage_error(args, "a DICOMweb instance URL exports frames; for a slide's regions use "
+                           "dicomframes.dicomweb(URL).open_slide(study, series) in Python")
+    options = _storage_options(args, args.path) if is_url(args.path) and not web else {}
     start = time.perf_counter()
     try:
         if args.region is None and args.thumbnail is None:
@@ -622,13 +652,16 @@ def cmd_export(args) -> int:
                     "is a directory, not a DICOM file", path=args.path,
                     hint="give one file; for a whole-slide folder use --region or --thumbnail",
                 )
+            # A DICOMweb instance is opened here (its headers, its service); anything else by export_frames.
+            src = _open(args, args.path) if web else args.path
+            opening = {} if web else dict(decoder=args.decoder, workers=args.workers, **options)
             bar = ProgressBar(label="export", unit="file") if _show_progress(args) else None
             try:
-                written = export.export_frames(
-                    args.path, args.out, frames=args.frames, format=args.format, overwrite=args.force,
-                    progress=bar.update if bar is not None else None, decoder=args.decoder, workers=args.workers,
-                    **options,
-                )
+                with src if web else contextlib.nullcontext():
+                    written = export.export_frames(
+                        src, args.out, frames=args.frames, format=args.format, overwrite=args.force,
+                        progress=bar.update if bar is not None else None, **opening,
+                    )
             finally:
                 if bar is not None:
                     bar.close()
@@ -696,6 +729,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "else taken as a string")
     group.add_argument("--timeout", metavar="SECONDS", type=_seconds, default=None,
                        help="seconds one read may take in all, retries included (default: 30)")
+    group.add_argument("--header", dest="headers", metavar='"NAME: VALUE"', action="append", default=[],
+                       help="an HTTP header for http(s) URLs and DICOMweb services, e.g. "
+                            '"Authorization: Bearer TOKEN" (repeatable)')
 
     def decoder_arg(p):
         p.add_argument("--decoder", default=None, choices=decoders,

@@ -298,8 +298,9 @@ class Reader:
         """Requests, bytes and seconds spent waiting on storage, so far (and
         ``retries``: attempts beyond the first, where the source retries), and
         the frames `read_frames` (regions) found in the tile cache and did not."""
-        out = self._source.stats.as_dict()
-        out["retries"] = self._source.retries
+        traffic = self._frames.traffic()  # a DICOMweb instance's requests are its frame source's
+        out = (traffic or self._source.stats).as_dict()
+        out["retries"] = traffic.retries if traffic is not None else self._source.retries
         out["tile_cache_hits"], out["tile_cache_misses"] = self._cache_counts
         return out
 

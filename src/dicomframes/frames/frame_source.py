@@ -14,6 +14,7 @@ the consumers — stays the same.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Any
 
 from dicomframes.frames.fetch import fetch
 from dicomframes.frames.index import FrameIndex
@@ -40,6 +41,11 @@ class FrameSource(ABC):
     def read_many(self, spans: list[FrameSpan], policy: FetchPolicy) -> dict[FrameSpan, FrameBytes]:
         """The bytes of each span, in as few requests as `policy` allows; a
         failure names its frame (`StorageError`, `TruncatedFileError`)."""
+
+    def traffic(self) -> Any:
+        """The requests it makes itself, where it does not read through its source
+        (a `SourceStats` with `retries`: DICOMweb's); None where the source counts them."""
+        return None
 
     def close(self) -> None:  # noqa: B027  (most hold nothing of their own)
         """Let go of what it holds beyond the source (connections of its own); the reader closes the source."""

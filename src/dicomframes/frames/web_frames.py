@@ -19,7 +19,7 @@ from dicomframes.frames.index import FrameIndex
 from dicomframes.frames.span import FrameBytes, FrameSpan
 from dicomframes.io.policy import FetchPolicy
 from dicomframes.io.source import Source
-from dicomframes.io.web_session import WebSession
+from dicomframes.io.web_session import Traffic, WebSession
 
 #: the most frames one request asks for (servers bound it: ours at 512 by default); the
 #: pipeline's batches are smaller (64), reads of many frames at once take these
@@ -48,8 +48,10 @@ class WebFrames(FrameSource):
     `concurrency` requests at once where a caller asks for more frames than a batch."""
 
     def __init__(self, session: WebSession, instance: str, index: NumberedIndex, accept: str, syntax: str,
-                 max_part: int, concurrency: int = 4) -> None:
+                 max_part: int, concurrency: int = 4, traffic: Traffic | None = None) -> None:
         self.session = session
+        #: this instance's requests (its metadata's too, where it was asked for alone)
+        self.counted = traffic if traffic is not None else Traffic()
         self.instance = instance  # the instance's path under the service root
         self.index = index
         self.accept = accept
@@ -80,7 +82,8 @@ class WebFrames(FrameSource):
     def _fetch(self, spans: list[FrameSpan]) -> dict[FrameSpan, FrameBytes]:
         numbers = ",".join(str(span.frame + 1) for span in spans)  # 1-based, as PS3.18 numbers them
         try:
-            answer = self.session.get_parts(f"{self.instance}/frames/{numbers}", self.accept, self.max_part)
+            answer = self.session.get_parts(f"{self.instance}/frames/{numbers}", self.accept, self.max_part,
+                                            traffic=self.counted)
         except StorageError as exc:
             if len(spans) == 1:
                 raise exc.with_frame(spans[0].frame) from None
@@ -96,6 +99,9 @@ class WebFrames(FrameSource):
                                    f"{self.syntax} as asked", path=self.name, frame=span.frame)
             out[span] = body
         return out
+
+    def traffic(self) -> Traffic:
+        return self.counted
 
     def close(self) -> None:
         self.session.close()

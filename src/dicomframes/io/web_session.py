@@ -21,12 +21,14 @@ import random
 import ssl
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import urlencode, urljoin, urlsplit
 
 from dicomframes.errors import StorageError
 from dicomframes.io import failures
 from dicomframes.io.multipart import boundary_of, parts
+from dicomframes.io.source import SourceStats
 
 Headers = dict[str, str] | Callable[[], dict[str, str]] | None
 
@@ -54,14 +56,22 @@ class WebSession:
         self.timeout = float(timeout)
         self.tries = max(1, int(tries))
         self.backoff = float(backoff)
-        self.requests = 0  # requests sent (retries included): what a benchmark counts
+        #: every request this session made (retries included), the bytes of their answers, the seconds
+        self.stats = Traffic()
         self._local = threading.local()
-        self._count_lock = threading.Lock()
+
+    @property
+    def requests(self) -> int:
+        """Requests sent so far, retries included."""
+        return self.stats.requests
 
     # -- what callers use ------------------------------------------------------------------------
-    def get_json(self, path: str, query: dict[str, Any] | list[tuple[str, Any]] | None = None) -> Any:
-        """The DICOM JSON at `path` (204 No Content: an empty list)."""
-        status, _, body = self._get(path, "application/dicom+json, application/json", query, self._whole)
+    def get_json(self, path: str, query: dict[str, Any] | list[tuple[str, Any]] | None = None, *,
+                 traffic: Traffic | None = None) -> Any:
+        """The DICOM JSON at `path` (204 No Content: an empty list); the requests
+        are also counted in `traffic` where given (a reader's own count)."""
+        status, _, body = self._get(path, "application/dicom+json, application/json", query, self._whole, None,
+                                    traffic)
         if status == 204 or not body.strip():
             return []
         try:
@@ -69,14 +79,14 @@ class WebSession:
         except ValueError as exc:
             raise StorageError(f"the answer is not JSON: {exc}", path=self._url(path, query)) from None
 
-    def get_parts(self, path: str, accept: str, max_part: int = 1 << 31,
-                  tries: int | None = None) -> list[tuple[dict[str, str], bytes]]:
+    def get_parts(self, path: str, accept: str, max_part: int = 1 << 31, tries: int | None = None, *,
+                  traffic: Traffic | None = None) -> list[tuple[dict[str, str], bytes]]:
         """The parts of the multipart/related answer at `path`, read as a stream (a
         part at a time, each at most `max_part` bytes); a failed or cut answer is
         asked for again, whole, within the deadline (at most `tries` times, if given)."""
         url = self._url(path)
 
-        def read_parts(response: http.client.HTTPResponse) -> list[tuple[dict[str, str], bytes]]:
+        def read_parts(response: _Counted) -> list[tuple[dict[str, str], bytes]]:
             kind = response.getheader("Content-Type") or ""
             if not kind.lower().startswith("multipart/"):
                 raise StorageError(f"the answer is {kind or 'of no type'}, not multipart/related", path=url)
@@ -86,7 +96,7 @@ class WebSession:
                 raise StorageError(str(exc), path=url) from None
             return list(parts(response.read, boundary, url, max_part))
 
-        return self._get(path, accept, None, read_parts, tries)[2]
+        return self._get(path, accept, None, read_parts, tries, traffic)[2]
 
     # -- the requests ----------------------------------------------------------------------------
     def _url(self, path: str, query: Any = None) -> str:
@@ -94,23 +104,27 @@ class WebSession:
         return f"{url}?{urlencode(query, doseq=True)}" if query else url
 
     @staticmethod
-    def _whole(response: http.client.HTTPResponse) -> bytes:
+    def _whole(response: _Counted) -> bytes:
         return response.read()
 
-    def _get(self, path: str, accept: str, query: Any, read: Callable[[http.client.HTTPResponse], Any],
-             tries: int | None = None):
+    def _get(self, path: str, accept: str, query: Any, read: Callable[[_Counted], Any],
+             tries: int | None = None, traffic: Traffic | None = None):
         """(status, headers, what `read` made of the answer) of a GET, retried where worth it."""
         url = self._url(path, query)
         deadline = time.monotonic() + self.timeout
         last: BaseException | None = None
         said = ""  # what the last failed attempt came to
         tries = self.tries if tries is None else max(1, tries)
+        counts = (self.stats,) if traffic is None else (self.stats, traffic)
         for attempt in range(1, tries + 1):
             left = deadline - time.monotonic()
             if left <= 0:
                 break
+            if attempt > 1:
+                for count in counts:
+                    count.retried()
             try:
-                return self._once(url, accept, left, read)
+                return self._once(url, accept, left, read, counts)
             except _Retry as retry:
                 last, said = retry.cause, retry.cause.message
                 wait = retry.after if retry.after is not None else self._delay(attempt)
@@ -127,37 +141,44 @@ class WebSession:
         raise StorageError(f"GET failed after {attempt} tries in {self.timeout:g} s: {said or 'no time left'}",
                            path=url, hint="raise timeout= or tries= on a slow or busy service") from last
 
-    def _once(self, url: str, accept: str, left: float, read: Callable[[http.client.HTTPResponse], Any]):
+    def _once(self, url: str, accept: str, left: float, read: Callable[[_Counted], Any],
+              counts: tuple[Traffic, ...]):
         headers = {"Accept": accept, "User-Agent": "dicomframes", **self._headers()}
         for _ in range(_REDIRECTS + 1):
             connection = self._connection(url, left)
             parsed = urlsplit(url)
             target = (parsed.path or "/") + (f"?{parsed.query}" if parsed.query else "")
-            with self._count_lock:
-                self.requests += 1
-            connection.request("GET", target, headers=headers)
-            response = connection.getresponse()
-            status = response.status
-            if status in (301, 302, 303, 307, 308) and response.getheader("Location"):
-                response.read()
-                moved = urljoin(url, response.getheader("Location"))
+            with _Counted(counts) as response:
+                connection.request("GET", target, headers=headers)
+                response.answer = connection.getresponse()
+                answered = self._answer(url, response, read)
+            if isinstance(answered, str):  # redirected
+                moved = answered
                 if urlsplit(moved).netloc != parsed.netloc:  # credentials stay with the host they are for
                     headers = {k: v for k, v in headers.items() if k.lower() not in ("authorization", "cookie")}
                 url = moved
                 continue
-            if status in (200, 204, 206):
-                try:
-                    return status, response.headers, read(response)
-                except StorageError as exc:  # cut short, or garbled: asked for again
-                    self._drop(url)
-                    raise _Retry(exc, None) from None
-            body = response.read(64 * 1024).decode("utf-8", "replace").strip()
-            self._drop(url)
-            message = f"HTTP {status} {response.reason}" + (f": {body[:_QUOTED]}" if body else "")
-            if failures.retry_status(status):
-                raise _Retry(StorageError(message, path=url), _retry_after(response.getheader("Retry-After")))
-            raise StorageError(message, path=url)
+            return answered
         raise StorageError(f"more than {_REDIRECTS} redirects", path=url)
+
+    def _answer(self, url: str, response: _Counted, read: Callable[[_Counted], Any]):
+        """(status, headers, what `read` made of it) of an answer; the URL a redirect names."""
+        status = response.status
+        if status in (301, 302, 303, 307, 308) and response.getheader("Location"):
+            response.read()
+            return urljoin(url, response.getheader("Location") or "")
+        if status in (200, 204, 206):
+            try:
+                return status, response.headers, read(response)
+            except StorageError as exc:  # cut short, or garbled: asked for again
+                self._drop(url)
+                raise _Retry(exc, None) from None
+        body = response.read(64 * 1024).decode("utf-8", "replace").strip()
+        self._drop(url)
+        message = f"HTTP {status} {response.reason}" + (f": {body[:_QUOTED]}" if body else "")
+        if failures.retry_status(status):
+            raise _Retry(StorageError(message, path=url), _retry_after(response.getheader("Retry-After")))
+        raise StorageError(message, path=url)
 
     def _headers(self) -> dict[str, str]:
         given = self.headers() if callable(self.headers) else self.headers
@@ -205,16 +226,70 @@ class WebSession:
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        del state["_local"], state["_count_lock"]
+        del state["_local"]
+        state["stats"] = Traffic()  # a copy counts its own requests
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._local = threading.local()
-        self._count_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<WebSession {self.url}>"
+
+
+@dataclass
+class Traffic(SourceStats):
+    """Requests, bytes of answers and seconds, and the attempts beyond the first (`retries`)."""
+
+    retries: int = 0
+
+    def retried(self) -> None:
+        with self._lock:
+            self.retries += 1
+
+
+class _Counted:
+    """An answer being read, its bytes and seconds counted in `counts` when it is done with."""
+
+    def __init__(self, counts: tuple[Traffic, ...]) -> None:
+        self.counts = counts
+        self.answer: http.client.HTTPResponse | None = None
+        self.nbytes = 0
+
+    def __enter__(self) -> _Counted:
+        self.started = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        seconds = time.perf_counter() - self.started
+        for count in self.counts:
+            count.add(1, self.nbytes, seconds)
+
+    @property
+    def status(self) -> int:
+        assert self.answer is not None
+        return self.answer.status
+
+    @property
+    def reason(self) -> str:
+        assert self.answer is not None
+        return self.answer.reason
+
+    @property
+    def headers(self) -> Any:
+        assert self.answer is not None
+        return self.answer.headers
+
+    def getheader(self, name: str) -> str | None:
+        assert self.answer is not None
+        return self.answer.getheader(name)
+
+    def read(self, n: int | None = None) -> bytes:
+        assert self.answer is not None
+        data = self.answer.read() if n is None else self.answer.read(n)
+        self.nbytes += len(data)
+        return data
 
 
 class _Retry(Exception):  # a signal inside the retry loop, never raised out of it

@@ -22,6 +22,7 @@ index must exist.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
@@ -34,6 +35,7 @@ from dicomframes.errors import (
     MissingDependencyError,
     TranscodeError,
 )
+from dicomframes.reader import Reader
 from dicomframes.reader import open as open_reader
 
 if TYPE_CHECKING:
@@ -298,7 +300,7 @@ def export_frames(
 
     Parameters
     ----------
-    src : anything `dicomframes.open` takes
+    src : anything `dicomframes.open` takes, or a `Reader` (left open)
     out : str
         A local folder (created if missing and its parent exists), a pattern with
         ``{frame}`` (``out/f{frame:05d}.png``), or a file name for a single frame.
@@ -316,7 +318,8 @@ def export_frames(
 
     Frame lists that select nothing or indices out of range raise `ValueError`.
     """
-    with open_reader(src, **open_options) as reader:
+    reader = src if isinstance(src, Reader) else open_reader(src, **open_options)
+    with reader if reader is not src else contextlib.nullcontext(reader):  # a reader given stays open
         indices = select_frames(frames, len(reader))
         paths, fmt = frame_destinations(out, indices, format)
         check_writable(reader.info.dtype, reader.info.shape, fmt, reader.path)

@@ -17,6 +17,7 @@ asked for as stored, whose part says its syntax.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Sequence
 
 from dicomframes._dicom import encode
@@ -29,7 +30,7 @@ from dicomframes.frames.web_frames import NumberedIndex, WebFrames, expected_byt
 from dicomframes.io.local import BytesSource
 from dicomframes.io.policy import FetchPolicy
 from dicomframes.io.source import Source
-from dicomframes.io.web_session import DEFAULT_TIMEOUT, Headers, WebSession
+from dicomframes.io.web_session import DEFAULT_TIMEOUT, Headers, Traffic, WebSession
 from dicomframes.reader import Reader, open_all, tile_cache_for
 from dicomframes.web.search import plain, query
 from dicomframes.wsi.slide import Slide
@@ -90,10 +91,11 @@ class DicomWeb:
         return [plain(row) for row in self.session.get_json(path, query(filters))]
 
     # -- WADO-RS -----------------------------------------------------------------------------------
-    def metadata(self, study: str, series: str, instance: str | None = None) -> list[dict[str, Any]]:
+    def metadata(self, study: str, series: str, instance: str | None = None, *,
+                 traffic: Traffic | None = None) -> list[dict[str, Any]]:
         """The DICOM JSON of one instance, or of every instance of the series."""
         path = f"studies/{study}/series/{series}" + (f"/instances/{instance}" if instance else "") + "/metadata"
-        found = self.session.get_json(path)
+        found = self.session.get_json(path, traffic=traffic)
         if not isinstance(found, list) or not found:
             raise StorageError("the service has no metadata for it", path=self.session._url(path))
         return found
@@ -101,7 +103,8 @@ class DicomWeb:
     def open(self, study: str, series: str, instance: str, **options: Any) -> Reader:
         """A `Reader` of one instance (one metadata request; frames when read).
         `options`: ``as_rgb``, ``decoder``, ``workers``, ``max_inflight``, ``tile_cache``."""
-        return self._reader(self.metadata(study, series, instance)[0], _check(options))
+        traffic = Traffic()  # the reader's requests, its metadata's included
+        return self._reader(self.metadata(study, series, instance, traffic=traffic)[0], _check(options), traffic)
 
     def open_slide(self, study: str, series: str, **options: Any) -> Slide:
         """A `Slide` of a whole-slide series, from one series metadata request."""
@@ -110,7 +113,7 @@ class DicomWeb:
         if not images:
             raise SlideError(f"series {series} of study {study} holds no images", path=self.url)
         # Concurrently: where the metadata names no transfer syntax, each instance costs a request.
-        readers = open_all(images, lambda meta: self._reader(meta, options))
+        readers = open_all(images, lambda meta: self._reader(meta, options, Traffic()))
         try:
             return Slide(readers)
         except BaseException:
@@ -118,13 +121,13 @@ class DicomWeb:
                 reader.close()
             raise
 
-    def _reader(self, meta: dict[str, Any], options: dict[str, Any]) -> Reader:
+    def _reader(self, meta: dict[str, Any], options: dict[str, Any], traffic: Traffic) -> Reader:
         uids = [_value(meta, tag) for tag in ("0020000D", "0020000E", "00080018")]
         if not all(uids):
             raise StorageError("the metadata has no Study, Series or SOP Instance UID", path=self.url)
         path = "studies/{}/series/{}/instances/{}".format(*uids)
         name = f"{self.url}/{path}"
-        stored = _value(meta, "00083002") or _value(meta, "00020010") or self._syntax_of_frame_1(path)
+        stored = _value(meta, "00083002") or _value(meta, "00020010") or self._syntax_of_frame_1(path, traffic)
         ts = lookup(stored)
         if ts is None:
             raise UnsupportedTransferSyntaxError(f"the service stores it in transfer syntax {stored}, which "
@@ -157,22 +160,22 @@ class DicomWeb:
                                   expected_bytes(decoded, ts.encapsulated))
             # A part bigger than twice its decoded size (plus a MiB) is not a frame: refused, not kept.
             return index, WebFrames(session, path, index, accept, syntax, max_part=2 * decoded + (1 << 20),
-                                    concurrency=concurrency)
+                                    concurrency=concurrency, traffic=traffic)
 
         return Reader(source, frames=frames_of, **{**options, "tile_cache": tile_cache_for(options.get("tile_cache"))})
 
-    def _syntax_of_frame_1(self, path: str) -> str:
+    def _syntax_of_frame_1(self, path: str, traffic: Traffic) -> str:
         """The transfer syntax of metadata that names none (Orthanc's): frame 1 asked
         for as stored, whose part says its syntax; where the service cannot send it
         so (Orthanc, for big endian files), frame 1 uncompressed, and the frames are
         read uncompressed. Two requests at most, never one per codec."""
         url = f"{self.url}/{path}/frames/1"
         try:
-            answer = self.session.get_parts(f"{path}/frames/1", AS_STORED, tries=1)
+            answer = self.session.get_parts(f"{path}/frames/1", AS_STORED, tries=1, traffic=traffic)
         except StorageError as exc:
             if "HTTP " not in exc.message:  # not an answer: the service is not there
                 raise
-            self.session.get_parts(f"{path}/frames/1", UNCOMPRESSED)
+            self.session.get_parts(f"{path}/frames/1", UNCOMPRESSED, traffic=traffic)
             return EXPLICIT_VR_LITTLE_ENDIAN.uid
         for headers, _ in answer[:1]:
             said = syntax_of(headers.get("content-type", ""))
@@ -203,6 +206,25 @@ def _check(options: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise TypeError(f"unknown reader options {unknown}; these are taken: {', '.join(_READER_OPTIONS)}")
     return options
+
+
+#: the URL of a DICOMweb instance: the service's root, then the three UIDs
+INSTANCE_URL = re.compile(r"(https?://.+?)/studies/([0-9.]+)/series/([0-9.]+)/instances/([0-9.]+)/?")
+
+
+def instance_url(url: str) -> tuple[str, str, str, str] | None:
+    """(service root, study, series, instance) where `url` is a DICOMweb instance's URL, else None."""
+    m = INSTANCE_URL.fullmatch(url.strip())
+    return (m.group(1), m.group(2), m.group(3), m.group(4)) if m else None
+
+
+def open_url(url: str, headers: Headers = None, *, timeout: float = DEFAULT_TIMEOUT, **options: Any) -> Reader:
+    """A `Reader` of the DICOMweb instance at `url` (``.../studies/S/series/E/instances/I``)."""
+    parts = instance_url(url)
+    if parts is None:
+        raise StorageError("not the URL of a DICOMweb instance (.../studies/UID/series/UID/instances/UID)", path=url)
+    root, study, series, instance = parts
+    return DicomWeb(root, headers, timeout=timeout).open(study, series, instance, **options)
 
 
 def dicomweb(url: str, headers: Headers = None, *, timeout: float = DEFAULT_TIMEOUT, tries: int = 4,
