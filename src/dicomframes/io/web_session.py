@@ -77,14 +77,14 @@ class WebSession:
         try:
             return json.loads(body)
         except ValueError as exc:
-            raise StorageError(f"the answer is not JSON: {exc}", path=self._url(path, query)) from None
+            raise StorageError(f"the answer is not JSON: {exc}", path=self.url_of(path, query)) from None
 
     def get_parts(self, path: str, accept: str, max_part: int = 1 << 31, tries: int | None = None, *,
                   traffic: Traffic | None = None) -> list[tuple[dict[str, str], bytes]]:
         """The parts of the multipart/related answer at `path`, read as a stream (a
         part at a time, each at most `max_part` bytes); a failed or cut answer is
         asked for again, whole, within the deadline (at most `tries` times, if given)."""
-        url = self._url(path)
+        url = self.url_of(path)
 
         def read_parts(response: _Counted) -> list[tuple[dict[str, str], bytes]]:
             kind = response.getheader("Content-Type") or ""
@@ -99,7 +99,8 @@ class WebSession:
         return self._get(path, accept, None, read_parts, tries, traffic)[2]
 
     # -- the requests ----------------------------------------------------------------------------
-    def _url(self, path: str, query: Any = None) -> str:
+    def url_of(self, path: str, query: Any = None) -> str:
+        """The URL of `path` under the service root (an absolute URL as it is), with `query`."""
         url = path if path.startswith(("http://", "https://")) else f"{self.url}/{path.lstrip('/')}"
         return f"{url}?{urlencode(query, doseq=True)}" if query else url
 
@@ -110,7 +111,7 @@ class WebSession:
     def _get(self, path: str, accept: str, query: Any, read: Callable[[_Counted], Any],
              tries: int | None = None, traffic: Traffic | None = None):
         """(status, headers, what `read` made of the answer) of a GET, retried where worth it."""
-        url = self._url(path, query)
+        url = self.url_of(path, query)
         deadline = time.monotonic() + self.timeout
         last: BaseException | None = None
         said = ""  # what the last failed attempt came to

@@ -97,7 +97,7 @@ class DicomWeb:
         path = f"studies/{study}/series/{series}" + (f"/instances/{instance}" if instance else "") + "/metadata"
         found = self.session.get_json(path, traffic=traffic)
         if not isinstance(found, list) or not found:
-            raise StorageError("the service has no metadata for it", path=self.session._url(path))
+            raise StorageError("the service has no metadata for it", path=self.session.url_of(path))
         return found
 
     def open(self, study: str, series: str, instance: str, **options: Any) -> Reader:
@@ -172,9 +172,7 @@ class DicomWeb:
         url = f"{self.url}/{path}/frames/1"
         try:
             answer = self.session.get_parts(f"{path}/frames/1", AS_STORED, tries=1, traffic=traffic)
-        except StorageError as exc:
-            if "HTTP " not in exc.message:  # not an answer: the service is not there
-                raise
+        except StorageError:  # (a service that is not there fails this request too, saying so)
             self.session.get_parts(f"{path}/frames/1", UNCOMPRESSED, traffic=traffic)
             return EXPLICIT_VR_LITTLE_ENDIAN.uid
         for headers, _ in answer[:1]:
