@@ -292,6 +292,23 @@ def test_busy_answers_and_dropped_connections_are_retried(root):
         running.stop()
 
 
+def test_a_service_that_will_not_choose_the_syntax_is_asked_by_the_syntaxs_media_type(root):
+    running = Running(create_app(str(root)))
+    proxy = Proxy(running.url).start()
+    try:
+        proxy.fail_always("406-any-syntax")
+        path = os.path.join(root, "emri_small_jpeg_2k_lossless.dcm")
+        web = dicomframes.dicomweb(proxy.url + "/dicomweb")
+        with web.open(*_uids(path)) as remote, dicomframes.open(path) as local:
+            np.testing.assert_array_equal(np.asarray(remote), np.asarray(local))
+            assert remote.encoded_frame(3) == local.encoded_frame(3)
+        statuses = [r.status for r in proxy.settled() if "/frames/" in r.path]
+        assert statuses.count(406) == 1 and statuses.count(200) == len(statuses) - 1 >= 1  # refused once
+    finally:
+        proxy.stop()
+        running.stop()
+
+
 def test_a_service_that_fails_for_good_says_what_was_tried(root):
     running = Running(create_app(str(root)))
     proxy = Proxy(running.url).start()

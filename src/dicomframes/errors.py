@@ -110,6 +110,9 @@ class DecodeError(DicomFramesError):
 class StorageError(DicomFramesError):
     """Reading from storage failed for good (after retries)."""
 
+    #: the HTTP status a server answered with, where one did (DICOMweb); not kept across pickling
+    status: int | None = None
+
 
 class MissingDependencyError(DicomFramesError, ImportError):
     """An optional package that this operation needs is not installed (the hint names it)."""

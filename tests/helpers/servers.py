@@ -283,8 +283,10 @@ _HOP_BY_HOP = {
 #: "reset" (close the connection before any response), "503" (a 503 response),
 #: "stall" (answer nothing for `Proxy.stall_seconds`, then close),
 #: "short" (a well-formed 206 response carrying only half the range: a lying server),
-#: "norange" (forward without the Range header: a server that ignores Range)
-FAULTS = ("drop", "reset", "503", "stall", "short", "norange")
+#: "norange" (forward without the Range header: a server that ignores Range),
+#: "406-any-syntax" (406 for an Accept with transfer-syntax=*: a DICOMweb service that sends
+#: frames only in a syntax named)
+FAULTS = ("drop", "reset", "503", "stall", "short", "norange", "406-any-syntax")
 
 
 class _ProxyHandler(BaseHTTPRequestHandler):
@@ -329,6 +331,17 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             owner._record(Request(self.command, self.path, 0, rng, 0))
             owner._stop_event.wait(owner.stall_seconds)
             self._abort()
+            return
+        if fault == "406-any-syntax" and "transfer-syntax=*" in (self.headers.get("Accept") or ""):
+            # a DICOMweb service that will not choose the syntax itself (PS3.18 lets it refuse "*")
+            payload = b"transfer-syntax=* is not supported here"
+            owner._record(Request(self.command, self.path, 406, rng, len(payload)))
+            self.send_response_only(406, "Not Acceptable")
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+            self.wfile.flush()
             return
         if fault == "503":
             payload = b"<Error><Code>SlowDown</Code><Message>injected 503</Message></Error>"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+from dicomframes._dicom.syntaxes import MEDIA_OF_SYNTAX
 from dicomframes.errors import StorageError
 from dicomframes.frames.frame_source import FrameSource
 from dicomframes.frames.header import Header
@@ -82,8 +83,7 @@ class WebFrames(FrameSource):
     def _fetch(self, spans: list[FrameSpan]) -> dict[FrameSpan, FrameBytes]:
         numbers = ",".join(str(span.frame + 1) for span in spans)  # 1-based, as PS3.18 numbers them
         try:
-            answer = self.session.get_parts(f"{self.instance}/frames/{numbers}", self.accept, self.max_part,
-                                            traffic=self.counted)
+            answer = self._get(f"{self.instance}/frames/{numbers}")
         except StorageError as exc:
             if len(spans) == 1:
                 raise exc.with_frame(spans[0].frame) from None
@@ -99,6 +99,18 @@ class WebFrames(FrameSource):
                                    f"{self.syntax} as asked", path=self.name, frame=span.frame)
             out[span] = body
         return out
+
+    def _get(self, path: str) -> list[tuple[dict[str, str], bytes]]:
+        try:
+            return self.session.get_parts(path, self.accept, self.max_part, traffic=self.counted)
+        except StorageError as exc:
+            # "As stored" (transfer-syntax=*) refused: the stored syntax by its own media type
+            # (image/jpeg, image/jp2 ...), which PS3.18 names for it; once, then for good.
+            fallback = MEDIA_OF_SYNTAX.get(self.syntax)
+            if exc.status not in (400, 406) or fallback is None or "transfer-syntax=*" not in self.accept:
+                raise
+            self.accept = f'multipart/related; type="{fallback}"; transfer-syntax={self.syntax}'
+            return self.session.get_parts(path, self.accept, self.max_part, traffic=self.counted)
 
     def traffic(self) -> Traffic:
         return self.counted

@@ -177,9 +177,11 @@ class WebSession:
         body = response.read(64 * 1024).decode("utf-8", "replace").strip()
         self._drop(url)
         message = f"HTTP {status} {response.reason}" + (f": {body[:_QUOTED]}" if body else "")
+        error = StorageError(message, path=url)
+        error.status = status
         if failures.retry_status(status):
-            raise _Retry(StorageError(message, path=url), _retry_after(response.getheader("Retry-After")))
-        raise StorageError(message, path=url)
+            raise _Retry(error, _retry_after(response.getheader("Retry-After")))
+        raise error
 
     def _headers(self) -> dict[str, str]:
         given = self.headers() if callable(self.headers) else self.headers
