@@ -123,7 +123,10 @@ class ImageInfo:
 class Reader:
     """Frames of one multi-frame DICOM file, read lazily.
 
-    Use `dicomframes.open` to make one. Frames come back as NumPy arrays equal
+    Use `dicomframes.open` to make one (or `dicomframes.dicomweb(url).open`, whose
+    readers are made with ``frames=``: a callable given the header and its
+    source that returns the frame index and the `FrameSource` frames come
+    from, where they do not come from byte ranges of `source`). Frames come back as NumPy arrays equal
     to ``pydicom.pixels.pixel_array(path, index=i)``: one with ``reader[i]``,
     several stacked with ``reader[10:20]`` or ``reader[[1, 5, 9]]``, all stacked
     with ``np.asarray(reader)``.
