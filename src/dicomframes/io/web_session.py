@@ -174,7 +174,7 @@ class WebSession:
             except StorageError as exc:  # cut short, or garbled: asked for again
                 self._drop(url)
                 raise _Retry(exc, None) from None
-        body = response.read(64 * 1024).decode("utf-8", "replace").strip()
+        body = " ".join(response.read(64 * 1024).decode("utf-8", "replace").split())  # one line
         self._drop(url)
         message = f"HTTP {status} {response.reason}" + (f": {body[:_QUOTED]}" if body else "")
         error = StorageError(message, path=url)

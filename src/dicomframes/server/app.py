@@ -21,7 +21,7 @@ import re
 import secrets
 import threading
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any, AsyncIterator, Callable, Iterator
+from typing import Any, AsyncIterator, Callable, Iterator, Sequence
 
 import numpy as np
 from starlette.applications import Starlette
@@ -259,11 +259,7 @@ class Server:
         if _fresh(request, tag):
             return Response(status_code=304, headers={"ETag": tag, "Cache-Control": IMMUTABLE})
         with self.readers.reader(inst) as reader:
-            if media.as_stored:
-                parts = reader.encoded_frames(n - 1 for n in numbers)
-            else:
-                with self.decoding():
-                    parts = [_frame_bytes(reader, n - 1) for n in numbers]
+            parts = self._frame_parts(reader, media, [n - 1 for n in numbers])
         boundary = secrets.token_hex(16)
         body = b"".join(
             b"--" + boundary.encode() + b"\r\nContent-Type: " + media.content_type.encode() + b"\r\n\r\n" + part + b"\r\n"
@@ -325,13 +321,7 @@ class Server:
         def parts() -> Iterator[bytes]:
             with self.readers.reader(inst) as reader:
                 for start in range(0, count, 16):
-                    batch = range(start, min(count, start + 16))
-                    if media.as_stored:
-                        frames = reader.encoded_frames(batch)
-                    else:
-                        with self.decoding():
-                            frames = [_frame_bytes(reader, i) for i in batch]
-                    for frame in frames:
+                    for frame in self._frame_parts(reader, media, range(start, min(count, start + 16))):
                         yield head + frame + b"\r\n"
             yield b"--" + boundary + b"--\r\n"
 
@@ -339,6 +329,15 @@ class Server:
             "Content-Type": f'multipart/related; type="{media.part_type}"; boundary={boundary.decode()}',
             "Cache-Control": IMMUTABLE,
         })
+
+    def _frame_parts(self, reader: Any, media: FrameMedia, indices: Sequence[int]) -> list[bytes]:
+        """The bytes of frames `indices` as `media` says: as stored, or decoded (a turn to decode taken).
+        Frames of one bit a pixel are sent each packed from its own first byte, as stored they need not be."""
+        fmt = reader.format
+        if media.as_stored and (fmt.ts.encapsulated or fmt.bits_allocated != 1):
+            return reader.encoded_frames(indices)
+        with self.decoding():
+            return [_frame_bytes(reader, i) for i in indices]
 
     def _file_bytes(self, inst: Instance, start: int, end: int, head: bytes = b"",
                     tail: bytes = b"") -> Iterator[bytes]:
@@ -490,8 +489,10 @@ def _frame_numbers(text: str, most: int) -> list[int]:
 
 
 def _frame_bytes(reader: Any, i: int) -> bytes:
-    """Frame `i` decoded, as uncompressed little-endian bytes."""
+    """Frame `i` decoded, as uncompressed little-endian bytes (one bit a pixel packed, as stored)."""
     frame = reader.frame(i)
+    if reader.format.bits_allocated == 1:
+        return np.packbits(frame.ravel(), bitorder="little").tobytes()
     return np.ascontiguousarray(frame, dtype=frame.dtype.newbyteorder("<")).tobytes()
 
 

@@ -132,9 +132,6 @@ class DicomWeb:
         if ts is None:
             raise UnsupportedTransferSyntaxError(f"the service stores it in transfer syntax {stored}, which "
                                                  "dicomframes cannot decode", path=name)
-        if int(_value(meta, "00280100") or 8) == 1:
-            raise UnsupportedTransferSyntaxError("frames of Bits Allocated 1 are not read over DICOMweb yet",
-                                                 path=name, hint="read the file itself (a bucket, a URL)")
         pixels: tuple[str, int | None]
         if ts.encapsulated:
             accept, syntax, pixels = AS_STORED, ts.uid, ("OB", None)
@@ -154,8 +151,9 @@ class DicomWeb:
 
         def frames_of(header: Header, data_source: Source) -> tuple[NumberedIndex, WebFrames]:
             v = header.values
-            decoded = int(v.get("Rows") or 0) * int(v.get("Columns") or 0) * int(v.get("SamplesPerPixel") or 1) * \
-                max(1, int(v.get("BitsAllocated") or 8)) // 8
+            bits = int(v.get("Rows") or 0) * int(v.get("Columns") or 0) * int(v.get("SamplesPerPixel") or 1) * \
+                max(1, int(v.get("BitsAllocated") or 8))
+            decoded = -(-bits // 8)  # one bit a pixel: each frame packed from its own first byte
             index = NumberedIndex(header, data_source, int(v.get("NumberOfFrames") or 1),
                                   expected_bytes(decoded, ts.encapsulated))
             # A part bigger than twice its decoded size (plus a MiB) is not a frame: refused, not kept.
