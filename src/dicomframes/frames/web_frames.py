@@ -45,8 +45,10 @@ class NumberedIndex(FrameIndex):
 
 
 class WebFrames(FrameSource):
-    """The frames of one instance of a DICOMweb service, `batch` frames a request,
-    `concurrency` requests at once where a caller asks for more frames than a batch."""
+    """The frames of one instance of a DICOMweb service: a pipeline batch a request
+    (at most `MAX_FRAMES_PER_REQUEST` frames), `concurrency` requests at once where
+    a caller asks for more frames than one request takes. Closing it closes this
+    thread's connections of the session (shared by a service's readers, which reconnect)."""
 
     def __init__(self, session: WebSession, instance: str, index: NumberedIndex, accept: str, syntax: str,
                  max_part: int, concurrency: int = 4, traffic: Traffic | None = None) -> None:
