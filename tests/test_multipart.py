@@ -8,7 +8,7 @@ import random
 import pytest
 
 from dicomframes.errors import StorageError
-from dicomframes.io.multipart import boundary_of, parts
+from dicomframes.io.multipart import boundary_of, header_param, parts
 
 
 def _body(bodies: list[bytes], boundary: str, preamble: bytes = b"", epilogue: bytes = b"") -> bytes:
@@ -53,6 +53,13 @@ def test_boundaries_in_content_types():
     assert boundary_of("multipart/related; BOUNDARY=xyz") == "xyz"
     with pytest.raises(ValueError):
         boundary_of("multipart/related; type=x")
+    # Orthanc's: a semicolon inside the quoted type is not a parameter's end
+    orthanc = 'multipart/related; type="application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1"; boundary=b1'
+    assert boundary_of(orthanc) == "b1"
+    assert header_param(orthanc, "transfer-syntax") is None
+    assert header_param(orthanc, "type") == "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1"
+    assert header_param("application/octet-stream; transfer-syntax=1.2.840.10008.1.2.4.50",
+                        "transfer-syntax") == "1.2.840.10008.1.2.4.50"
 
 
 @pytest.mark.parametrize("data, message", [

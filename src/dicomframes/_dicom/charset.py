@@ -12,6 +12,7 @@ default (non-raising) mode.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from typing import Sequence
@@ -61,6 +62,7 @@ def encodings(specific_character_set: str | Sequence[str] | None) -> tuple[str, 
     return tuple(out)
 
 
+@functools.lru_cache(maxsize=128)  # a term is looked up per text value: warn once, not per value
 def _codec(term: str) -> str:
     if term in _STAND_ALONE:
         return _STAND_ALONE[term]

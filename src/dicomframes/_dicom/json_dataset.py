@@ -89,13 +89,15 @@ def _value(vr: str, attribute: dict[str, Any], values: list[Any] | None) -> byte
         tags = [int(v, 16) for v in values]
         return b"".join(struct.pack("<HH", t >> 16, t & 0xFFFF) for t in tags)
     if vr == "PN":
-        return "\\".join(_person_name(v) for v in values).encode("utf-8")
+        return "\\".join(person_name(v) for v in values).encode("utf-8")
     if vr in ("IS", "DS"):
         return "\\".join("" if v is None else _number(v) for v in values).encode("ascii")
     return "\\".join("" if v is None else str(v) for v in values).encode("utf-8")
 
 
-def _person_name(value: Any) -> str:
+def person_name(value: Any) -> str:
+    """A DICOM JSON person name (``{"Alphabetic": ..., "Ideographic": ...}``) as its
+    text, ``Alphabetic=Ideographic=Phonetic`` without empty groups at the end."""
     if value is None:
         return ""
     if isinstance(value, str):

@@ -84,3 +84,21 @@ MAX_DEPTH = 64
 def tag_text(tag: int) -> str:
     """``(GGGG,EEEE)``, as error messages name a tag."""
     return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
+#: attributes that QIDO-RS results carry and no file header does (PS3.18 10.6.3):
+#: tag -> (keyword, VR)
+QIDO_ATTRIBUTES: dict[int, tuple[str, str]] = {
+    0x00080056: ("InstanceAvailability", "CS"),
+    0x00080061: ("ModalitiesInStudy", "CS"),
+    0x00080062: ("SOPClassesInStudy", "UI"),
+    0x00080201: ("TimezoneOffsetFromUTC", "SH"),
+    0x00081150: ("ReferencedSOPClassUID", "UI"),
+    0x00081155: ("ReferencedSOPInstanceUID", "UI"),
+    0x00081190: ("RetrieveURL", "UR"),
+    0x00083002: ("AvailableTransferSyntaxUID", "UI"),
+    0x00201206: ("NumberOfStudyRelatedSeries", "IS"),
+    0x00201208: ("NumberOfStudyRelatedInstances", "IS"),
+    0x00201209: ("NumberOfSeriesRelatedInstances", "IS"),
+    0x00400244: ("PerformedProcedureStepStartDate", "DA"),
+}

@@ -18,6 +18,7 @@ from dicomframes.frames.frame_source import FrameSource
 from dicomframes.frames.header import Header
 from dicomframes.frames.index import FrameIndex
 from dicomframes.frames.span import FrameBytes, FrameSpan
+from dicomframes.io.multipart import header_param
 from dicomframes.io.policy import FetchPolicy
 from dicomframes.io.source import Source
 from dicomframes.io.web_session import Traffic, WebSession
@@ -123,11 +124,7 @@ class WebFrames(FrameSource):
 
 def syntax_of(content_type: str) -> str | None:
     """The ``transfer-syntax`` parameter of a part's Content-Type, if any."""
-    for param in content_type.split(";")[1:]:
-        key, _, value = param.strip().partition("=")
-        if key.strip().lower() == "transfer-syntax":
-            return value.strip().strip('"') or None
-    return None
+    return header_param(content_type, "transfer-syntax") or None
 
 
 def expected_bytes(decoded: int, encapsulated: bool) -> int:

@@ -9,6 +9,7 @@ time, not a search of the whole part per chunk.
 
 from __future__ import annotations
 
+import re
 from typing import Callable, Iterator
 
 from dicomframes.errors import StorageError
@@ -18,13 +19,22 @@ _CHUNK = 1 << 20
 _MAX_PART_HEADERS = 16 * 1024
 
 
+def header_param(value: str, name: str) -> str | None:
+    """Parameter `name` of a header value such as a Content-Type (``type/sub; a=1; b="x; y"``),
+    unquoted; None where it has none. Semicolons inside quotes do not separate parameters."""
+    for param in re.split(r';(?=(?:[^"]*"[^"]*")*[^"]*$)', value)[1:]:
+        key, _, found = param.strip().partition("=")
+        if key.strip().lower() == name:
+            return found.strip().strip('"')
+    return None
+
+
 def boundary_of(content_type: str) -> str:
     """The ``boundary`` parameter of a multipart Content-Type header."""
-    for param in content_type.split(";")[1:]:
-        key, _, value = param.strip().partition("=")
-        if key.strip().lower() == "boundary":
-            return value.strip().strip('"')
-    raise ValueError(f"no boundary in Content-Type {content_type!r}")
+    boundary = header_param(content_type, "boundary")
+    if not boundary:
+        raise ValueError(f"no boundary in Content-Type {content_type!r}")
+    return boundary
 
 
 def parts(read: Callable[[int], bytes], boundary: str, name: str, max_part: int = 1 << 31,

@@ -24,13 +24,14 @@ from dicomframes.wsi.slide import list_instances
 
 log = logging.getLogger("dicomframes.server")
 
+#: the attributes of a study (a study list shows them; taken from its instances' headers), and of a series
+OF_STUDY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+            "AccessionNumber", "ReferringPhysicianName", "StudyDescription", "StudyID")
+OF_SERIES = ("SeriesDescription", "SeriesNumber", "SeriesDate")
 #: header values kept for each instance (what searches match and return)
 KEPT = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "Modality",
         "InstanceNumber", "NumberOfFrames", "Rows", "Columns", "ImageType",
-        "TotalPixelMatrixColumns", "TotalPixelMatrixRows",
-        # patient and study (a study list shows them), series
-        "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "AccessionNumber",
-        "ReferringPhysicianName", "StudyDescription", "StudyID", "SeriesDescription", "SeriesNumber", "SeriesDate")
+        "TotalPixelMatrixColumns", "TotalPixelMatrixRows", *OF_STUDY, *OF_SERIES)
 
 
 @dataclass(frozen=True)

@@ -10,31 +10,21 @@ from __future__ import annotations
 import fnmatch
 from typing import Any, Iterable
 
+from dicomframes._dicom.tags import QIDO_ATTRIBUTES
 from dicomframes.frames.header import WANTED
-from dicomframes.server.catalogue import Instance
+from dicomframes.server.catalogue import OF_SERIES, OF_STUDY, Instance
 
 #: keyword -> (tag as 8 hex digits, VR) of every attribute a search can match or return
-ATTRIBUTES: dict[str, tuple[str, str]] = {keyword: (f"{tag:08X}", vr) for tag, (keyword, vr) in WANTED.items()}
-ATTRIBUTES.update({
-    "ModalitiesInStudy": ("00080061", "CS"),
-    "NumberOfStudyRelatedSeries": ("00201206", "IS"),
-    "NumberOfStudyRelatedInstances": ("00201208", "IS"),
-    "NumberOfSeriesRelatedInstances": ("00201209", "IS"),
-    "RetrieveURL": ("00081190", "UR"),
-    "AvailableTransferSyntaxUID": ("00083002", "UI"),
-})
+ATTRIBUTES: dict[str, tuple[str, str]] = {keyword: (f"{tag:08X}", vr)
+                                          for tag, (keyword, vr) in (WANTED | QIDO_ATTRIBUTES).items()}
 _BY_TAG = {tag: keyword for keyword, (tag, _) in ATTRIBUTES.items()}
 _NUMBERS = {"IS", "DS", "US", "UL", "SS", "SL", "FL", "FD"}
 _PN_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
 
-#: the attributes of a study (taken from its instances' headers), and of a series
-_OF_STUDY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
-             "AccessionNumber", "ReferringPhysicianName", "StudyDescription", "StudyID")
-_OF_SERIES = ("SeriesDescription", "SeriesNumber", "SeriesDate")
 #: what each level of search returns (and may match on): PS3.18 Tables 10.6.1-5 to -7, less what a catalogue lacks
-STUDY = ("StudyInstanceUID", *_OF_STUDY, "ModalitiesInStudy", "NumberOfStudyRelatedSeries",
+STUDY = ("StudyInstanceUID", *OF_STUDY, "ModalitiesInStudy", "NumberOfStudyRelatedSeries",
          "NumberOfStudyRelatedInstances")
-SERIES = ("StudyInstanceUID", "SeriesInstanceUID", "Modality", *_OF_SERIES, "NumberOfSeriesRelatedInstances")
+SERIES = ("StudyInstanceUID", "SeriesInstanceUID", "Modality", *OF_SERIES, "NumberOfSeriesRelatedInstances")
 INSTANCE = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "Modality", "InstanceNumber",
             "NumberOfFrames", "Rows", "Columns", "ImageType", "TotalPixelMatrixColumns", "TotalPixelMatrixRows",
             "AvailableTransferSyntaxUID")
@@ -101,7 +91,7 @@ def studies(instances: list[Instance]) -> list[dict[str, Any]]:
     for study, members in by_study.items():
         modalities = sorted({m for inst in members if (m := inst.attributes.get("Modality"))})
         out.append({
-            "StudyInstanceUID": study, **_first(members, _OF_STUDY), "ModalitiesInStudy": modalities,
+            "StudyInstanceUID": study, **_first(members, OF_STUDY), "ModalitiesInStudy": modalities,
             "NumberOfStudyRelatedSeries": len({inst.series for inst in members}),
             "NumberOfStudyRelatedInstances": len(members),
         })
@@ -114,7 +104,7 @@ def series(instances: list[Instance]) -> list[dict[str, Any]]:
         by_series.setdefault((inst.study, inst.series), []).append(inst)
     return [{
         "StudyInstanceUID": study, "SeriesInstanceUID": uid, "Modality": members[0].attributes.get("Modality"),
-        **_first(members, _OF_SERIES), "NumberOfSeriesRelatedInstances": len(members),
+        **_first(members, OF_SERIES), "NumberOfSeriesRelatedInstances": len(members),
     } for (study, uid), members in by_series.items()]
 
 

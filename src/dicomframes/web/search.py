@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from dicomframes._dicom.json_dataset import person_name
+from dicomframes._dicom.tags import QIDO_ATTRIBUTES
 from dicomframes.frames.header import WANTED
 
 #: short names a search takes besides keywords and tags
@@ -13,14 +15,7 @@ ALIASES = {
     "accession_number": "AccessionNumber", "study_date": "StudyDate", "sop_class": "SOPClassUID",
 }
 #: tag (8 hex digits) -> keyword of what searches return
-KEYWORDS: dict[str, str] = {f"{tag:08X}": keyword for tag, (keyword, _) in WANTED.items()}
-KEYWORDS.update({
-    "00080061": "ModalitiesInStudy", "00080062": "SOPClassesInStudy", "00081190": "RetrieveURL",
-    "00083002": "AvailableTransferSyntaxUID", "00201206": "NumberOfStudyRelatedSeries",
-    "00201208": "NumberOfStudyRelatedInstances", "00201209": "NumberOfSeriesRelatedInstances",
-    "00080056": "InstanceAvailability", "00080201": "TimezoneOffsetFromUTC", "00081150": "ReferencedSOPClassUID",
-    "00081155": "ReferencedSOPInstanceUID", "00400244": "PerformedProcedureStepStartDate",
-})
+KEYWORDS: dict[str, str] = {f"{tag:08X}": keyword for tag, (keyword, _) in (WANTED | QIDO_ATTRIBUTES).items()}
 
 
 def query(filters: dict[str, Any]) -> list[tuple[str, str]]:
@@ -57,16 +52,7 @@ def plain(row: dict[str, Any]) -> dict[str, Any]:
         if attribute.get("vr") == "SQ":
             value: Any = [plain(item) for item in values if isinstance(item, dict)]
         else:
-            values = [_person(v) if attribute.get("vr") == "PN" else v for v in values]
+            values = [person_name(v) if attribute.get("vr") == "PN" else v for v in values]
             value = values[0] if len(values) == 1 else values
         out[KEYWORDS.get(tag.upper(), tag)] = value
     return out
-
-
-def _person(value: Any) -> Any:
-    if not isinstance(value, dict):
-        return value
-    groups = [value.get(g, "") for g in ("Alphabetic", "Ideographic", "Phonetic")]
-    while groups and not groups[-1]:
-        groups.pop()
-    return "=".join(groups)
