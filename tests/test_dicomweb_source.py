@@ -287,57 +287,49 @@ def test_a_service_that_refuses_connections_fails_at_once():
     assert web.session.requests == 1 and "127.0.0.1" in str(info.value)
 
 
-def test_busy_answers_and_dropped_connections_are_retried(root):
+@pytest.fixture()
+def proxied(root):
+    """A proxy that injects faults, in front of our server over `root`: the proxy."""
     running = Running(create_app(str(root)))
     proxy = Proxy(running.url).start()
-    try:
-        path = os.path.join(root, "color3d_jpeg_baseline.dcm")
-        web = dicomframes.dicomweb(proxy.url + "/dicomweb")
-        with web.open(*_uids(path)) as remote, dicomframes.open(path) as local:
-            proxy.inject("503", "drop", "reset")
-            np.testing.assert_array_equal(np.asarray(remote), np.asarray(local))
-            assert remote.stats["retries"] == 3
-        statuses = [r.status for r in proxy.settled() if "/frames/" in r.path]
-        # the busy answer, the body cut short (logged 200, half sent) and the reset (0), in flight with
-        # other batches, in any order; each asked for again, and the frames came whole
-        assert statuses.count(503) == 1 and statuses.count(0) == 1
-        assert statuses.count(200) == len(statuses) - 2 >= 3
-    finally:
-        proxy.stop()
-        running.stop()
+    yield proxy
+    proxy.stop()
+    running.stop()
 
 
-def test_a_service_that_will_not_choose_the_syntax_is_asked_by_the_syntaxs_media_type(root):
-    running = Running(create_app(str(root)))
-    proxy = Proxy(running.url).start()
-    try:
-        proxy.fail_always("406-any-syntax")
-        path = os.path.join(root, "emri_small_jpeg_2k_lossless.dcm")
-        web = dicomframes.dicomweb(proxy.url + "/dicomweb")
-        with web.open(*_uids(path)) as remote, dicomframes.open(path) as local:
-            np.testing.assert_array_equal(np.asarray(remote), np.asarray(local))
-            assert remote.encoded_frame(3) == local.encoded_frame(3)
-        statuses = [r.status for r in proxy.settled() if "/frames/" in r.path]
-        assert statuses.count(406) == 1 and statuses.count(200) == len(statuses) - 1 >= 1  # refused once
-    finally:
-        proxy.stop()
-        running.stop()
+def test_busy_answers_and_dropped_connections_are_retried(proxied, root):
+    path = os.path.join(root, "color3d_jpeg_baseline.dcm")
+    web = dicomframes.dicomweb(proxied.url + "/dicomweb")
+    with web.open(*_uids(path)) as remote, dicomframes.open(path) as local:
+        proxied.inject("503", "drop", "reset")
+        np.testing.assert_array_equal(np.asarray(remote), np.asarray(local))
+        assert remote.stats["retries"] == 3
+    statuses = [r.status for r in proxied.settled() if "/frames/" in r.path]
+    # the busy answer, the body cut short (logged 200, half sent) and the reset (0), in flight with
+    # other batches, in any order; each asked for again, and the frames came whole
+    assert statuses.count(503) == 1 and statuses.count(0) == 1
+    assert statuses.count(200) == len(statuses) - 2 >= 3
 
 
-def test_a_service_that_fails_for_good_says_what_was_tried(root):
-    running = Running(create_app(str(root)))
-    proxy = Proxy(running.url).start()
-    try:
-        web = dicomframes.dicomweb(proxy.url + "/dicomweb", timeout=5, tries=3)
-        path = os.path.join(root, "MR_small.dcm")
-        with web.open(*_uids(path)) as remote:
-            proxy.fail_always("503")
-            with pytest.raises(StorageError, match="after 3 tries.*HTTP 503.*injected 503") as info:
-                remote[0]
-            assert info.value.frame == 0
-    finally:
-        proxy.stop()
-        running.stop()
+def test_a_service_that_will_not_choose_the_syntax_is_asked_by_the_syntaxs_media_type(proxied, root):
+    proxied.fail_always("406-any-syntax")
+    path = os.path.join(root, "emri_small_jpeg_2k_lossless.dcm")
+    web = dicomframes.dicomweb(proxied.url + "/dicomweb")
+    with web.open(*_uids(path)) as remote, dicomframes.open(path) as local:
+        np.testing.assert_array_equal(np.asarray(remote), np.asarray(local))
+        assert remote.encoded_frame(3) == local.encoded_frame(3)
+    statuses = [r.status for r in proxied.settled() if "/frames/" in r.path]
+    assert statuses.count(406) == 1 and statuses.count(200) == len(statuses) - 1 >= 1  # refused once
+
+
+def test_a_service_that_fails_for_good_says_what_was_tried(proxied, root):
+    web = dicomframes.dicomweb(proxied.url + "/dicomweb", timeout=5, tries=3)
+    path = os.path.join(root, "MR_small.dcm")
+    with web.open(*_uids(path)) as remote:
+        proxied.fail_always("503")
+        with pytest.raises(StorageError, match="after 3 tries.*HTTP 503.*injected 503") as info:
+            remote[0]
+        assert info.value.frame == 0
 
 
 _dataset = None

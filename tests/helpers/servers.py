@@ -334,25 +334,11 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             return
         if fault == "406-any-syntax" and "transfer-syntax=*" in (self.headers.get("Accept") or ""):
             # a DICOMweb service that will not choose the syntax itself (PS3.18 lets it refuse "*")
-            payload = b"transfer-syntax=* is not supported here"
-            owner._record(Request(self.command, self.path, 406, rng, len(payload)))
-            self.send_response_only(406, "Not Acceptable")
-            self.send_header("Content-Type", "text/plain")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-            self.wfile.flush()
+            self._refuse(406, "Not Acceptable", "text/plain", b"transfer-syntax=* is not supported here", rng)
             return
         if fault == "503":
-            payload = b"<Error><Code>SlowDown</Code><Message>injected 503</Message></Error>"
-            owner._record(Request(self.command, self.path, 503, rng, len(payload)))
-            self.send_response_only(503, "Service Unavailable")
-            self.send_header("Content-Type", "application/xml")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(payload)
-            self.wfile.flush()
+            self._refuse(503, "Service Unavailable", "application/xml",
+                         b"<Error><Code>SlowDown</Code><Message>injected 503</Message></Error>", rng)
             return
         headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
         if fault == "norange":
@@ -388,6 +374,17 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         self.wfile.flush()
         if fault == "drop":
             self._abort()
+
+    def _refuse(self, status: int, reason: str, kind: str, payload: bytes, rng: str | None) -> None:
+        """Answer `status` with `payload` (no body for HEAD), logged, without asking upstream."""
+        self.server.owner._record(Request(self.command, self.path, status, rng, len(payload)))
+        self.send_response_only(status, reason)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+        self.wfile.flush()
 
     def _abort(self) -> None:
         """Close the client connection at once (mid-body, or before any response)."""
